@@ -1,0 +1,119 @@
+"""Load a TOML config, apply `--set section.key=value` overrides, validate once, report errors well."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+from pydantic import ValidationError
+
+from config.schema import Config
+
+
+class ConfigError(Exception):
+    """A config that cannot be used; the message is meant for the user, one screen at most."""
+
+
+def resource_path(name: str) -> Path:
+    """Path of a TOML file shipped in `config/resources/`."""
+    return Path(str(resources.files("config") / "resources" / name))
+
+
+def _parse_value(raw: str) -> Any:
+    # TOML literal syntax gives typed values (3, 1e-3, true, [1, 2], "x"); anything else is a string.
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one `a.b.c=value` to nested dicts in place."""
+    key, sep, raw = assignment.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {assignment!r}: expected section.key=value")
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = _parse_value(raw.strip())
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "<config>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Read TOML (or start from defaults when `path` is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"cannot parse {p} as TOML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"cannot read {p}: not UTF-8 text ({e})") from None
+    for assignment in overrides:
+        apply_override(data, assignment)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        where = f" in {path}" if path is not None else ""
+        raise ConfigError(f"invalid config{where}:\n{format_validation_error(e)}") from None
+
+
+def _drop_none(obj: Any) -> Any:
+    # TOML has no null: an unset optional is simply absent, which loads back as None.
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list | tuple):
+        return [_drop_none(v) for v in obj]
+    return obj
+
+
+def config_to_toml(cfg: Config) -> str:
+    return tomli_w.dumps(_drop_none(cfg.model_dump(mode="json")))
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default_resource: str) -> None:
+    """The three config flags that every entry point shares."""
+    parser.add_argument(
+        "--config", default=None, metavar="PATH",
+        help=f"TOML config file (default: the packaged {default_resource})",
+    )
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one setting, typed by the schema (repeatable), e.g. --set training.max_train_iteration=50",
+    )
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
+
+
+def config_from_args(args: argparse.Namespace, default_resource: str) -> Config:
+    """Resolve the config for a CLI; on bad input print a clear message and exit with code 2."""
+    path = args.config if args.config is not None else resource_path(default_resource)
+    try:
+        cfg = load_config(path, args.overrides)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if args.print_config:
+        sys.stdout.write(config_to_toml(cfg))
+        raise SystemExit(0)
+    return cfg

@@ -1,0 +1,274 @@
+"""Typed configuration for every diffusionlm entry point.
+
+Each TOML section maps to one pydantic model below; unknown keys are rejected everywhere
+(`extra="forbid"`) so a typo fails loudly instead of silently training with a default.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Named model sizes: (d_model, n_layers, n_heads). The one table that the model, the benchmarks and
+# the docs share.
+MODEL_SIZES: dict[str, tuple[int, int, int]] = {
+    "tiny": (256, 4, 4),
+    "small": (384, 6, 6),
+    "medium": (512, 8, 8),
+    "large": (640, 10, 10),
+    "xlarge": (768, 12, 12),
+    "xxlarge": (1024, 16, 16),
+}
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    size: Literal["tiny", "small", "medium", "large", "xlarge", "xxlarge"] | None = "tiny"
+    d_model: int | None = Field(None, gt=0, description="explicit width; overrides `size`")
+    n_layers: int | None = Field(None, gt=0)
+    n_heads: int | None = Field(None, gt=0)
+    ffn_hidden: int | None = Field(None, gt=0, description="SwiGLU hidden width; default ~8/3 d, rounded to 64")
+    vocab_size: int = Field(8192, gt=5)
+    context_length: int = Field(256, gt=0)
+    pad_token_id: int = 0
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    mask_token_id: int = 3
+    unk_token_id: int = 4
+    rope_theta: float = Field(10000.0, gt=0)
+    norm_eps: float = Field(1e-6, gt=0)
+    tie_embeddings: bool = True
+    time_conditioning: Literal["none", "adaln"] = "none"
+    causal: bool = False
+    init_std: float = Field(0.02, gt=0)
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
+
+    @model_validator(mode="after")
+    def _resolve_size(self) -> ModelConfig:
+        if self.size is not None:
+            d, n_l, n_h = MODEL_SIZES[self.size]
+            # Explicit fields win over the named size so `--set model.n_layers=2` works on top of it.
+            for name, value in (("d_model", d), ("n_layers", n_l), ("n_heads", n_h)):
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, value)
+        missing = [n for n in ("d_model", "n_layers", "n_heads") if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"set `size` or all of d_model, n_layers, n_heads (missing: {', '.join(missing)})")
+        if self.d_model % self.n_heads != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if (self.d_model // self.n_heads) % 2 != 0:
+            raise ValueError("head dimension d_model // n_heads must be even for RoPE")
+        specials = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.mask_token_id, self.unk_token_id]
+        if len(set(specials)) != len(specials):
+            raise ValueError("special token ids (pad, bos, eos, mask, unk) must be distinct")
+        if max(specials) >= self.vocab_size or min(specials) < 0:
+            raise ValueError("special token ids must lie in [0, vocab_size)")
+        return self
+
+
+class DiffusionConfig(Section):
+    schedule: Literal["loglinear", "linear", "cosine"] = "loglinear"
+    eps: float = Field(1e-3, gt=0, lt=1, description="smallest diffusion time sampled")
+    antithetic: bool = True
+    masked_only_logits: bool = Field(True, description="compute the head only at masked positions")
+
+
+class DataConfig(Section):
+    source: Literal["builtin", "hub", "files", "shards"] = "builtin"
+    # hub
+    dataset_name: str | None = None
+    dataset_config: str | None = None
+    revision: str | None = None
+    train_split: str = "train"
+    val_split: str | None = None
+    # local files
+    data_files: list[str] = Field(default_factory=list)
+    file_format: Literal["auto", "json", "jsonl", "parquet", "text"] = "auto"
+    text_field: str = "text"
+    # pre-tokenized shards (directory written by diffusionlm-make-data)
+    shards_dir: str | None = None
+    # built-in procedurally generated stories
+    builtin_seed: int = 0
+    builtin_num_stories: int = Field(20000, gt=0)
+    # when the source has no validation split: every `val_every`-th document goes to validation
+    val_every: int = Field(20, ge=2)
+    # batching
+    batch_size: int = Field(16, gt=0, description="per device, per micro-step")
+    packing: bool = True
+    random_trunc_prob: float = Field(0.0, ge=0, le=1)
+    shuffle_buffer_size: int = Field(1000, ge=0)
+    shuffle_seed: int = 0
+    num_workers: int = Field(0, ge=0)
+    pin_memory: bool = True
+    tokenize_batch_size: int = Field(256, gt=0)
+    max_doc_chars: int = Field(200_000, gt=0, description="longer documents are truncated and counted")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> DataConfig:
+        if self.source == "hub" and not self.dataset_name:
+            raise ValueError("data.source = 'hub' needs data.dataset_name")
+        if self.source == "files" and not self.data_files:
+            raise ValueError("data.source = 'files' needs data.data_files")
+        if self.source == "shards" and not self.shards_dir:
+            raise ValueError("data.source = 'shards' needs data.shards_dir")
+        return self
+
+
+class TokenizerConfig(Section):
+    path: str | None = Field(None, description="tokenizer.json, or a directory with vocab.json + merges.txt")
+    vocab_size: int = Field(8192, gt=5, description="size when a tokenizer is trained for the run")
+    train_docs: int = Field(20000, gt=0, description="documents used when training one for the run")
+    min_frequency: int = Field(2, ge=1)
+
+
+class MuonGroupConfig(Section):
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.95, ge=0, lt=1)
+    betas: tuple[float, float] = (0.9, 0.95)
+
+
+class MuonConfig(Section):
+    hidden: MuonGroupConfig = MuonGroupConfig(lr=0.02, weight_decay=0.01)
+    head: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
+    embed: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
+    scalar: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
+
+
+class OptimizerConfig(Section):
+    optimizer_name: Literal["adamw", "muon"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = Field(1e-8, gt=0)
+    fused: Literal["auto", "on", "off"] = "auto"
+    grad_clip: float = Field(1.0, ge=0, description="max global grad L2 norm; 0 disables clipping")
+    warmup_iteration: int = Field(100, ge=0, description="optimizer steps of linear warmup")
+    lr_schedule: Literal["cosine", "constant"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    muon: MuonConfig = MuonConfig()
+
+
+class TrainingConfig(Section):
+    max_train_iteration: int = Field(600, gt=0, description="micro-steps")
+    grad_accum_steps: int = Field(1, gt=0)
+    val_freq_iteration: int = Field(200, gt=0, description="micro-steps between validations")
+    max_val_iteration: int = Field(10, gt=0, description="validation batches")
+    skip_validation: bool = False
+    log_freq_iteration: int = Field(10, gt=0)
+    seed: int = 0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    compile: bool = False
+    max_consecutive_bad_steps: int = Field(5, gt=0)
+    sample_freq_iteration: int = Field(0, ge=0, description="micro-steps between sample dumps; 0 = at end only")
+    num_samples: int = Field(2, ge=0)
+    sample_steps: int = Field(32, gt=0)
+
+    @model_validator(mode="after")
+    def _check_accum(self) -> TrainingConfig:
+        if self.max_train_iteration % self.grad_accum_steps != 0:
+            raise ValueError("max_train_iteration must be a multiple of grad_accum_steps")
+        return self
+
+
+class LoggingConfig(Section):
+    backend: Literal["console", "wandb", "noop"] = "console"
+    run_name: str | None = Field(None, description="default: <size>-<timestamp>")
+    output_dir: str = "runs"
+    log_activation_norms: bool = False
+    log_weight_norms: bool = False
+    progress_bar: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _check_name(self) -> LoggingConfig:
+        if self.run_name is not None and (not self.run_name or "/" in self.run_name or self.run_name in (".", "..")):
+            raise ValueError("logging.run_name must be a non-empty name without '/'")
+        return self
+
+
+class WandbConfig(Section):
+    project: str = "diffusionlm"
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "online"
+    tags: list[str] = Field(default_factory=list)
+    log_checkpoints: bool = True
+
+
+class CheckpointConfig(Section):
+    save_freq_iteration: int = Field(200, gt=0, description="micro-steps between checkpoints")
+    keep_last: int = Field(3, gt=0)
+    resume: str | None = Field(None, description="'auto', a checkpoint directory, or unset")
+
+
+class DDPConfig(Section):
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+    nproc_per_node: int | Literal["auto"] = "auto"
+    shard_optimizer_state: bool = True
+    bucket_cap_mb: float = Field(25.0, gt=0)
+    gradient_as_bucket_view: bool = True
+    find_unused_parameters: bool = False
+    timeout_s: float = Field(600.0, gt=0)
+    max_restarts: int = Field(0, ge=0)
+
+
+class ProfilingConfig(Section):
+    nvtx: bool = False
+    nvtx_level: Literal["coarse", "fine", "verbose"] = "coarse"
+    start_step: int | None = Field(None, ge=0, description="micro-step that opens the capture window")
+    stop_step: int | None = Field(None, ge=0)
+    torch_trace: bool = False
+    trace_dir: str | None = Field(None, description="default: runs/<run>/profile")
+    memory_history: bool = False
+
+    @model_validator(mode="after")
+    def _check_window(self) -> ProfilingConfig:
+        if (self.start_step is None) != (self.stop_step is None):
+            raise ValueError("set both profiling.start_step and profiling.stop_step, or neither")
+        if self.start_step is not None and self.stop_step <= self.start_step:
+            raise ValueError("profiling.stop_step must be greater than profiling.start_step")
+        return self
+
+
+class InferenceConfig(Section):
+    checkpoint: str | None = Field(None, description="run dir, checkpoint dir, or final/ export")
+    prompt: str = ""
+    total_length: int = Field(128, gt=0, description="prompt + generated tokens")
+    steps: int = Field(64, gt=0)
+    strategy: Literal["low_confidence", "random"] = "low_confidence"
+    temperature: float = Field(1.0, ge=0)
+    num_samples: int = Field(1, gt=0)
+    seed: int = 0
+    device: str = "auto"
+
+
+class Config(Section):
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    training: TrainingConfig = TrainingConfig()
+    logging: LoggingConfig = LoggingConfig()
+    wandb: WandbConfig = WandbConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    ddp: DDPConfig = DDPConfig()
+    profiling: ProfilingConfig = ProfilingConfig()
+    inference: InferenceConfig = InferenceConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Config:
+        if self.inference.total_length > self.model.context_length:
+            raise ValueError(
+                f"inference.total_length ({self.inference.total_length}) must not exceed "
+                f"model.context_length ({self.model.context_length})"
+            )
+        if self.tokenizer.path is None and self.tokenizer.vocab_size > self.model.vocab_size:
+            raise ValueError(
+                f"tokenizer.vocab_size ({self.tokenizer.vocab_size}) must not exceed "
+                f"model.vocab_size ({self.model.vocab_size})"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""diffusionlm: masked diffusion language models."""

@@ -1,0 +1,1 @@
+"""Drive remote GPU hosts over SSH (Fabric): bootstrap, sync, train in tmux, fetch."""
