@@ -1,0 +1,64 @@
+"""Load a trained model for inference from a run directory, a checkpoint, or a `final/` export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from config import load_config
+from config.schema import Config
+from diffusionlm.models import DiffusionTransformer
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def _locate(path: Path) -> Path:
+    """The directory holding the weights: final/ beats the latest checkpoint inside a run directory."""
+    if (path / "model.safetensors").is_file() or (path / "model.pt").is_file():
+        return path
+    if (path / "final" / "model.safetensors").is_file():
+        return path / "final"
+    ckpts = sorted(
+        (d for d in (path / "checkpoints").glob("step_*") if (d / "meta.json").is_file()),
+        key=lambda d: int(d.name.split("_")[1]),
+    ) if (path / "checkpoints").is_dir() else []
+    if ckpts:
+        return ckpts[-1]
+    raise ModelLoadError(f"no model found in {path} (expected model.safetensors, model.pt, final/ or checkpoints/)")
+
+
+def _find_upwards(start: Path, name: str, levels: int = 3) -> Path | None:
+    for d in [start, *list(start.parents)[:levels]]:
+        if (d / name).is_file():
+            return d / name
+    return None
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DiffusionTransformer, Config, Path]:
+    """Returns (model in eval mode, the run's config, path of its tokenizer.json)."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"checkpoint path does not exist: {path}")
+    where = _locate(path)
+    if (where / "config.json").is_file():
+        cfg = Config.model_validate(json.loads((where / "config.json").read_text()))
+    else:
+        cfg_path = _find_upwards(where, "config.toml")
+        if cfg_path is None:
+            raise ModelLoadError(f"no config.toml or config.json next to {where}")
+        cfg = load_config(cfg_path)
+    model = DiffusionTransformer(cfg.model)
+    if (where / "model.safetensors").is_file():
+        from safetensors.torch import load_model as load_safetensors
+
+        load_safetensors(model, str(where / "model.safetensors"))
+    else:
+        model.load_state_dict(torch.load(where / "model.pt", map_location="cpu", weights_only=True))
+    tok = _find_upwards(where, "tokenizer.json")
+    if tok is None:
+        raise ModelLoadError(f"no tokenizer.json next to {where}")
+    return model.to(device).eval(), cfg, tok

@@ -1,0 +1,177 @@
+"""The bidirectional transformer that denoises masked tokens.
+
+Read top to bottom: rotary embeddings, attention, SwiGLU MLP, optional adaLN timestep conditioning, the
+block, then the model. It knows nothing of diffusion schedules, data or distributed training: it maps
+token ids (some of them `<mask>`) to logits over the vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from config.schema import ModelConfig
+
+
+def default_ffn_hidden(d_model: int) -> int:
+    # SwiGLU with ~8/3 d keeps the parameter count of a 4d GELU MLP; round up to 64 for matmul shapes.
+    return math.ceil(8 * d_model / 3 / 64) * 64
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, rotate-half layout (contiguous halves, no strided gathers)."""
+
+    def __init__(self, head_dim: int, max_len: int, theta: float):
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+        freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
+        # Buffers are non-persistent: they are a pure function of the config, not learned state.
+        self.register_buffer("cos", freqs.cos().repeat(1, 2)[None, None], persistent=False)
+        self.register_buffer("sin", freqs.sin().repeat(1, 2)[None, None], persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, D]
+        T = x.shape[-2]
+        cos, sin = self.cos[:, :, :T].to(x.dtype), self.sin[:, :, :T].to(x.dtype)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.causal = cfg.causal
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.context_length, cfg.rope_theta)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = self.rotary(q), self.rotary(k)
+        if self.causal:
+            if key_mask is not None:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() & key_mask
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            # key_mask [B, 1, 1, T]: queries may not attend to padding keys. No mask at all when packing.
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
+        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__()
+        self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
+        self.down = nn.Linear(hidden, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class TimestepEmbedding(nn.Module):
+    """Sinusoidal features of the diffusion time t in [0, 1], then a small MLP."""
+
+    def __init__(self, dim: int, n_freqs: int = 128):
+        super().__init__()
+        self.n_freqs = n_freqs
+        self.mlp = nn.Sequential(nn.Linear(2 * n_freqs, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:  # t: [B]
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(self.n_freqs, device=t.device) / self.n_freqs)
+        angles = 1000.0 * t.float()[:, None] * freqs[None]
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        d = cfg.d_model
+        self.attn_norm = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.mlp = SwiGLU(d, cfg.ffn_hidden or default_ffn_hidden(d))
+        # adaLN: the timestep embedding shifts/scales both norms and gates both residual branches.
+        self.adaln = nn.Linear(d, 6 * d) if cfg.time_conditioning == "adaln" else None
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
+        if self.adaln is None:
+            x = x + self.attn(self.attn_norm(x), key_mask)
+            return x + self.mlp(self.mlp_norm(x))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(F.silu(cond))[:, None].chunk(6, dim=-1)
+        x = x + gate1 * self.attn(self.attn_norm(x) * (1 + scale1) + shift1, key_mask)
+        return x + gate2 * self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)
+
+
+class DiffusionTransformer(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.time_embed = TimestepEmbedding(cfg.d_model) if cfg.time_conditioning == "adaln" else None
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.head.weight = self.embed.weight
+        self.register_buffer("mask_index", torch.tensor([cfg.mask_token_id]), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+        # Residual projections are scaled so the residual stream's variance does not grow with depth.
+        for block in self.blocks:
+            nn.init.normal_(block.attn.proj.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+            nn.init.normal_(block.mlp.down.weight, std=std / math.sqrt(2 * self.cfg.n_layers))
+            if block.adaln is not None:  # start as the unconditioned network (gates at zero)
+                nn.init.zeros_(block.adaln.weight)
+                nn.init.zeros_(block.adaln.bias)
+
+    def num_params(self, include_embeddings: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
+        if not include_embeddings:
+            n -= self.embed.weight.numel()
+        return n
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        t: torch.Tensor | None = None,
+        output_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits for `input_ids` [B, T].
+
+        attention_mask: bool [B, T], False at padding (those keys are never attended to).
+        t: diffusion time [B], required with adaLN conditioning, ignored otherwise.
+        output_mask: bool [B, T]; when given, only those positions go through the head and the result is
+        [N, V] in row-major order of the True entries: the loss needs logits at masked positions only.
+        The `<mask>` logit is always -inf so it can never be predicted or sampled.
+        """
+        x = self.embed(input_ids)
+        key_mask = attention_mask[:, None, None, :] if attention_mask is not None else None
+        cond = None
+        if self.time_embed is not None:
+            if t is None:
+                raise ValueError("time_conditioning='adaln' needs the diffusion time t")
+            cond = self.time_embed(t).to(x.dtype)
+        for block in self.blocks:
+            x = block(x, key_mask, cond)
+        x = self.norm(x)
+        if output_mask is not None:
+            x = x[output_mask]
+        logits = self.head(x)
+        return logits.index_fill(-1, self.mask_index, float("-inf"))

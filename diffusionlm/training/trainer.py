@@ -1,0 +1,394 @@
+"""The training loop: one process's view of a run, single device or one rank of DDP.
+
+Everything that differs between one process and many goes through `self.parallel` (see parallel.py);
+everything about batches goes through the data stream's iterator and state_dict.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from config import config_to_toml
+from config.schema import Config
+from diffusionlm.diffusion import MDLMObjective
+from diffusionlm.models import DiffusionTransformer
+from diffusionlm.training import checkpoint as ckpt
+from diffusionlm.training.export import export_final
+from diffusionlm.training.norms import ActivationNorms, weight_norms
+from diffusionlm.training.optim import group_names, make_scheduler
+from diffusionlm.training.parallel import SingleProcess
+from diffusionlm.training.precision import resolve_precision, select_device
+from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
+from diffusionlm.training.run_dir import RunDir, default_run_name
+from diffusionlm.training.sampling import write_samples
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or go on; the message is for the user."""
+
+
+class TrainingDiverged(TrainingError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    interrupted: bool
+    last_val_nelbo: float | None
+    losses: list[tuple[int, float]]
+
+
+def _crossed(prev: int, now: int, every: int) -> bool:
+    return now // every > prev // every
+
+
+class Trainer:
+    def __init__(self, cfg: Config, parallel: SingleProcess | None = None, resume: str | None = None):
+        self.cfg = cfg
+        self.parallel = parallel or SingleProcess()
+        self.resume = resume if resume is not None else cfg.checkpoint.resume
+        self.device = getattr(self.parallel, "device", None) or select_device(cfg.model.device)
+        self.precision = resolve_precision(cfg.training.precision, self.device)
+        self.micro_step = 0
+        self.bad_steps = 0
+        self._stop_signal: int | None = None
+        self._setup_run_dir()
+
+    # ---------------------------------------------------------------- setup
+    def _setup_run_dir(self) -> None:
+        cfg, par = self.cfg, self.parallel
+        name = par.broadcast_object(cfg.logging.run_name or default_run_name(cfg) if par.is_main else None)
+        self.run = RunDir(Path(cfg.logging.output_dir) / name)
+        self.run_name = name
+        if self.resume == "auto" and cfg.logging.run_name is None:
+            raise TrainingError("--resume auto needs a fixed logging.run_name (e.g. --set logging.run_name=myrun)")
+        try:
+            self.resume_from = ckpt.resolve_resume(self.resume, self.run.checkpoints)
+        except ckpt.CheckpointError as e:
+            raise TrainingError(str(e)) from None
+        if self.resume_from is None and ckpt.latest_checkpoint(self.run.checkpoints) is not None:
+            raise TrainingError(
+                f"run directory {self.run.root} already has checkpoints; pass --resume auto to continue it "
+                "or choose another logging.run_name"
+            )
+        if self.resume_from is not None and self.resume_from.parent.parent != self.run.root:
+            # resuming from an explicit path continues that run, in its own directory
+            self.run = RunDir(self.resume_from.parent.parent)
+            self.run_name = self.run.root.name
+        if par.is_main:
+            self.run.root.mkdir(parents=True, exist_ok=True)
+        par.barrier()
+
+    def _build(self) -> None:
+        from diffusionlm.data import build_stream
+        from diffusionlm.tokenizer import build_tokenizer, check_tokenizer, load_tokenizer, save_tokenizer
+        from logger import build_logger
+        from profiling import Profiler
+
+        cfg, par = self.cfg, self.parallel
+        self.logger = build_logger(cfg.logging, cfg.wandb, self.run.root, rank=par.rank, run_name=self.run_name)
+        # The tokenizer is part of the run: train or load it once (rank 0), everyone reads the run's copy.
+        if par.is_main and not self.run.tokenizer.is_file():
+            save_tokenizer(build_tokenizer(cfg, show_progress=False), self.run.tokenizer)
+        par.barrier()
+        self.tokenizer = load_tokenizer(self.run.tokenizer)
+        check_tokenizer(self.tokenizer, cfg.model)
+        if par.is_main:
+            self.run.config.write_text(config_to_toml(cfg))
+            self.logger.log_config(cfg.model_dump(mode="json"))
+
+        seed_everything(cfg.training.seed)  # identical initial weights on every rank
+        self.raw_model = DiffusionTransformer(cfg.model).to(self.device)
+        model = torch.compile(self.raw_model) if cfg.training.compile else self.raw_model
+        self.model = par.wrap_model(model)
+        self.objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
+        self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer)
+        self.group_names = group_names(self.groups)
+        self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
+        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps)
+        self.scaler = self.precision.grad_scaler()
+        # Per-rank randomness (masks, times) differs across ranks; weights do not.
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.training.seed * 1000 + par.rank + 1)
+        self.stream = build_stream(cfg, self.tokenizer, "train", rank=par.rank, world_size=par.world_size)
+        self.profiler = Profiler(cfg.profiling, self.run.root, self.device)
+        self.profiler.instrument_module(self.raw_model, level="fine")
+        self.act_norms = ActivationNorms(self.raw_model.blocks) if cfg.logging.log_activation_norms else None
+        if self.resume_from is not None:
+            self._load_checkpoint(self.resume_from)
+        self._announce()
+
+    def _announce(self) -> None:
+        cfg, par = self.cfg, self.parallel
+        n_all, n_body = self.raw_model.num_params(), self.raw_model.num_params(include_embeddings=False)
+        global_batch = cfg.data.batch_size * cfg.training.grad_accum_steps * par.world_size
+        self.logger.info(
+            f"run {self.run_name} in {self.run.root} | device {self.device} ({self.precision.name}) | "
+            f"world size {par.world_size} | params {n_all / 1e6:.2f}M ({n_body / 1e6:.2f}M without embeddings) | "
+            f"global batch {global_batch} sequences x {cfg.model.context_length} tokens"
+            + (f" | resumed from {self.resume_from} at step {self.micro_step}" if self.resume_from else "")
+        )
+        self.logger.info(f"data: {self.stream.describe()}")
+
+    # ---------------------------------------------------------------- checkpoints
+    def save_checkpoint(self) -> Path:
+        par = self.parallel
+        with self.profiler.range("checkpoint"):
+            tmp = ckpt.temp_dir_for(self.run.checkpoints, self.micro_step)
+            if par.is_main:
+                ckpt.begin_save(self.run.checkpoints, self.micro_step)
+            par.barrier()
+            ckpt.write_rank_state(tmp, par.rank, capture_rng_state(self.generator), self.stream.state_dict())
+            par.save_optimizer(self.optimizer, tmp)
+            if par.is_main:
+                torch.save(self.raw_model.state_dict(), tmp / "model.pt")
+                torch.save({
+                    "micro_step": self.micro_step,
+                    "bad_steps": self.bad_steps,
+                    "scheduler": self.scheduler.state_dict(),
+                    "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                }, tmp / "trainer.pt")
+                (tmp / "config.toml").write_text(config_to_toml(self.cfg))
+                (tmp / "tokenizer.json").write_bytes(self.run.tokenizer.read_bytes())
+            par.barrier()
+            final = ckpt.temp_dir_for(self.run.checkpoints, self.micro_step).with_name(f"step_{self.micro_step}")
+            if par.is_main:
+                ckpt.finish_save(tmp, self.micro_step, par.world_size, self.cfg.checkpoint.keep_last)
+                if self.cfg.wandb.log_checkpoints:
+                    self.logger.log_artifact(final, f"{self.run_name}-step{self.micro_step}", "model")
+            par.barrier()
+        return final
+
+    def _load_checkpoint(self, path: Path) -> None:
+        par = self.parallel
+        meta = ckpt.read_meta(path)
+        self.raw_model.load_state_dict(torch.load(path / "model.pt", map_location=self.device, weights_only=True))
+        par.load_optimizer(self.optimizer, path)
+        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+        self.micro_step = state["micro_step"]
+        self.bad_steps = state["bad_steps"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        same_world = meta["world_size"] == par.world_size
+        rng = ckpt.load_rank_file(path, "rng", par.rank) if same_world else None
+        data = ckpt.load_rank_file(path, "data", par.rank) if same_world else None
+        if rng is not None:
+            restore_rng_state(rng, self.generator)
+        if data is not None:
+            self.stream.load_state_dict(data)
+        else:
+            self.logger.info(
+                f"warning: checkpoint written by {meta['world_size']} ranks, resuming on {par.world_size}: "
+                "model and optimizer restored exactly; data order and RNG streams restart"
+            )
+
+    # ---------------------------------------------------------------- steps
+    def _next_batch(self) -> dict[str, torch.Tensor]:
+        batch = next(self.stream)
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    def _train_step(self) -> dict[str, float]:
+        cfg, par = self.cfg, self.parallel
+        accum = cfg.training.grad_accum_steps
+        t0 = time.perf_counter()
+        with self.profiler.range("data_wait"):
+            batches = [self._next_batch() for _ in range(accum)]
+        data_wait = time.perf_counter() - t0
+        # Normalise by the real tokens of the whole optimizer step, all ranks together; DDP then averages
+        # gradients over ranks, hence the division by world size.
+        local_tokens = torch.stack([self.objective.real_tokens(b).sum() for b in batches]).sum().float()
+        global_tokens = par.all_reduce_sum(local_tokens.clone())
+        normalizer = global_tokens / par.world_size
+        loss_sum = torch.zeros((), device=self.device)
+        ce_sum = torch.zeros((), device=self.device)
+        acc_sum = torch.zeros((), device=self.device)
+        if self.act_norms is not None:
+            self.act_norms.armed = _crossed(self.micro_step, self.micro_step + accum, cfg.training.log_freq_iteration)
+        self.model.train()
+        for i, batch in enumerate(batches):
+            sync = par.no_sync(self.model) if i < accum - 1 else contextlib.nullcontext()
+            with sync:
+                with self.profiler.range("forward"), self.precision.autocast():
+                    loss, m = self.objective(self.model, batch, self.generator, normalizer)
+                with self.profiler.range("backward"):
+                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += loss.detach()
+            ce_sum += m["masked_ce"]
+            acc_sum += m["masked_acc"]
+            if self.act_norms is not None:
+                self.act_norms.armed = False
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        with self.profiler.range("grad_clip", "fine"):
+            max_norm = cfg.optimizer.grad_clip if cfg.optimizer.grad_clip > 0 else math.inf
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        stop = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        reduced = par.all_reduce_sum(torch.stack([loss_sum, ce_sum / accum, acc_sum / accum, stop]))
+        loss_v, ce_v, acc_v, stop_v = reduced.tolist()  # the one host sync of the step
+        loss_v, ce_v, acc_v = loss_v / par.world_size, ce_v / par.world_size, acc_v / par.world_size
+        grad_v = float(grad_norm)
+        if stop_v > 0 and self._stop_signal is None:
+            self._stop_signal = signal.SIGTERM  # another rank was asked to stop
+        finite = math.isfinite(loss_v) and (math.isfinite(grad_v) or self.scaler is not None)
+        if finite:
+            with self.profiler.range("optimizer_step"):
+                par.optimizer_step(self.optimizer, self.scaler)
+            self.scheduler.step()
+            self.bad_steps = 0
+        else:
+            self.bad_steps += 1
+            self.logger.info(f"warning: non-finite loss ({loss_v}) or gradient norm ({grad_v}) at step "
+                             f"{self.micro_step + accum}; skipping the update "
+                             f"({self.bad_steps}/{cfg.training.max_consecutive_bad_steps})")
+            if self.scaler is not None:
+                self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.bad_steps >= cfg.training.max_consecutive_bad_steps:
+            raise TrainingDiverged(
+                f"training diverged: {self.bad_steps} consecutive steps with non-finite loss or gradients "
+                f"(training.max_consecutive_bad_steps = {cfg.training.max_consecutive_bad_steps}); "
+                "lower optimizer.lr, enable gradient clipping, or resume from an earlier checkpoint"
+            )
+        return {
+            "metrics.loss": loss_v,
+            "metrics.masked_ce": ce_v,
+            "metrics.masked_acc": acc_v,
+            "metrics.grad_l2_norm": grad_v,
+            "metrics.tokens": float(global_tokens),
+            "metrics.data_wait_s": data_wait,
+            "metrics.skipped_step": 0.0 if finite else 1.0,
+        }
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        from diffusionlm.data import build_stream
+
+        cfg, par = self.cfg, self.parallel
+        self.raw_model.eval()
+        # A fixed generator: every validation scores the same masks, so the curve shows the model, not noise.
+        gen = torch.Generator(device=self.device).manual_seed(cfg.training.seed * 1000 + 777 + par.rank)
+        stream = build_stream(cfg, self.tokenizer, "val", rank=par.rank, world_size=par.world_size)
+        sums = torch.zeros(5, device=self.device)  # weighted nll, real tokens, masked ce sum, correct, masked
+        try:
+            with self.profiler.range("eval"):
+                for _ in range(cfg.training.max_val_iteration):
+                    batch = {k: v.to(self.device) for k, v in next(stream).items()}
+                    with self.precision.autocast():
+                        loss, m = self.objective(self.raw_model, batch, gen, normalizer=1.0)
+                    n = m["num_masked"].float()
+                    sums += torch.stack([loss.float(), self.objective.real_tokens(batch).sum().float(),
+                                         m["masked_ce"] * n, m["masked_acc"] * n, n])
+        finally:
+            stream.close()
+        nll, tokens, ce, correct, masked = par.all_reduce_sum(sums).tolist()
+        self.raw_model.train()
+        return {
+            "val.nelbo": nll / max(tokens, 1.0),
+            "val.masked_ce": ce / max(masked, 1.0),
+            "val.masked_acc": correct / max(masked, 1.0),
+            "val.tokens": tokens,
+        }
+
+    # ---------------------------------------------------------------- loop
+    def fit(self) -> TrainResult:
+        self._build()
+        cfg, par = self.cfg, self.parallel
+        from logger.progress import make_progress
+
+        accum = cfg.training.grad_accum_steps
+        progress = make_progress(cfg.training.max_train_iteration, cfg.logging.progress_bar if par.is_main else "off",
+                                 start=self.micro_step)
+        losses: list[tuple[int, float]] = []
+        last_val: float | None = None
+        previous_handlers = self._install_signal_handlers()
+        window_t0, window_tokens = time.perf_counter(), 0.0
+        saved_at = -1
+        try:
+            while self.micro_step < cfg.training.max_train_iteration and self._stop_signal is None:
+                prev = self.micro_step
+                for s in range(prev, prev + accum):
+                    self.profiler.step(s)
+                with self.profiler.range("train_step"):
+                    stats = self._train_step()
+                self.micro_step += accum
+                window_tokens += stats["metrics.tokens"]
+                losses.append((self.micro_step, stats["metrics.loss"]))
+                progress.update(self.micro_step, loss=stats["metrics.loss"])
+                if _crossed(prev, self.micro_step, cfg.training.log_freq_iteration) or \
+                        self.micro_step >= cfg.training.max_train_iteration:
+                    elapsed = time.perf_counter() - window_t0
+                    stats["metrics.tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                    window_t0, window_tokens = time.perf_counter(), 0.0
+                    self._log_train(stats)
+                if not cfg.training.skip_validation and (
+                        _crossed(prev, self.micro_step, cfg.training.val_freq_iteration)
+                        or self.micro_step >= cfg.training.max_train_iteration):
+                    val = self.validate()
+                    last_val = val["val.nelbo"]
+                    self.logger.log(val, step=self.micro_step)
+                if cfg.training.sample_freq_iteration and par.is_main and _crossed(
+                        prev, self.micro_step, cfg.training.sample_freq_iteration):
+                    write_samples(self)
+                if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration):
+                    self.save_checkpoint()
+                    saved_at = self.micro_step
+            interrupted = self._stop_signal is not None
+            if saved_at != self.micro_step:
+                self.save_checkpoint()
+            if not interrupted:
+                if par.is_main:
+                    export_final(self.raw_model, cfg, self.run.tokenizer, self.run.final)
+                    if cfg.training.num_samples > 0:
+                        write_samples(self)
+                par.barrier()
+        finally:
+            progress.close()
+            self._restore_signal_handlers(previous_handlers)
+            self.profiler.close()
+            self.stream.close()
+            self.logger.finish()
+        return TrainResult(self.run.root, self.micro_step, interrupted, last_val, losses)
+
+    def _log_train(self, stats: dict[str, float]) -> None:
+        metrics = dict(stats)
+        metrics["metrics.lr"] = self.optimizer.param_groups[0]["lr"]
+        for name, group in zip(self.group_names, self.optimizer.param_groups):
+            metrics[f"metrics.lr/{name}"] = group["lr"]
+        metrics.update({k: float(v) for k, v in self.stream.stats().items()})
+        if self.act_norms is not None:
+            metrics.update(self.act_norms.collect())
+        if self.cfg.logging.log_weight_norms:
+            metrics.update(weight_norms(self.raw_model))
+        metrics.pop("metrics.tokens", None)
+        self.logger.log(metrics, step=self.micro_step)
+
+    # ---------------------------------------------------------------- signals
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        def request_stop(signum: int, _frame: Any) -> None:
+            if self._stop_signal is not None:  # a second signal: stop now
+                raise KeyboardInterrupt
+            self._stop_signal = signum
+            self.logger.info(f"received signal {signum}: finishing the step, then writing a checkpoint")
+
+        previous = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Outside the main thread (a notebook worker, say) handlers cannot be set: no graceful stop there.
+            with contextlib.suppress(ValueError):
+                previous[sig] = signal.signal(sig, request_stop)
+        return previous
+
+    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
