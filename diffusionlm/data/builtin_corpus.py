@@ -57,7 +57,8 @@ def _intro(c: _Cast) -> list[str]:
     ]
     lines = [r.choice(forms)]
     if r.random() < 0.6:
-        lines.append(f"It was a {c.weather} day, and the sky was {r.choice(['blue', 'gray', 'full of clouds', 'bright'])}.")
+        sky = r.choice(["blue", "gray", "full of clouds", "bright"])
+        lines.append(f"It was a {c.weather} day, and the sky was {sky}.")
     return lines
 
 
@@ -96,7 +97,9 @@ def _plot_sharing(c: _Cast) -> list[str]:
 
 
 def _plot_fear(c: _Cast) -> list[str]:
-    thing = c.rng.choice(["the dark", "the big dog", "the tall slide", "the deep water", "the loud storm", "the old cave"])
+    thing = c.rng.choice(
+        ["the dark", "the big dog", "the tall slide", "the deep water", "the loud storm", "the old cave"]
+    )
     return [
         f"{c.hero} was scared of {thing}.",
         f"\"I do not want to go,\" {c.he} {c.say()} to {c.his} {c.helper}.",
@@ -119,11 +122,12 @@ def _plot_helping(c: _Cast) -> list[str]:
 
 
 def _plot_adventure(c: _Cast) -> list[str]:
+    found = c.rng.choice(["secret door", "hidden path", "shiny stone", "little house", "old tree"])
     return [
         f"{c.hero} and {c.friend} wanted to go on an adventure.",
         f"They packed {_article(c.food)}, a map, and {c.hero}'s {c.obj}.",
         f"They walked past the {c.place} and all the way to the {c.place2}.",
-        f"There they found {_article(c.rng.choice(['secret door', 'hidden path', 'shiny stone', 'little house', 'old tree']))}.",
+        f"There they found {_article(found)}.",
         f"\"Wow, look at that!\" {c.friend} {c.say()}.",
         f"They explored until it was time to go home, and they told {c.his} {c.helper} everything.",
     ]
@@ -131,8 +135,9 @@ def _plot_adventure(c: _Cast) -> list[str]:
 
 def _plot_baking(c: _Cast) -> list[str]:
     steps = c.rng.sample(["flour", "eggs", "milk", "sugar", "butter", "honey", "berries", "salt"], 3)
+    treat = c.rng.choice(["cake", "pie", "batch of cookies", "loaf of bread"])
     return [
-        f"{c.hero} wanted to bake {_article(c.rng.choice(['cake', 'pie', 'batch of cookies', 'loaf of bread']))} with {c.his} {c.helper}.",
+        f"{c.hero} wanted to bake {_article(treat)} with {c.his} {c.helper}.",
         f"They put {steps[0]}, {steps[1]} and {steps[2]} in a big bowl.",
         f"{c.hero} mixed and mixed until {c.his} arms were tired.",
         f"Oops! Some {steps[0]} fell on the floor, and {c.pet} the {c.animal} licked it up.",
@@ -148,7 +153,7 @@ def _plot_argument(c: _Cast) -> list[str]:
         f"They pulled and pulled, and the {c.obj} {c.rng.choice(['broke', 'fell in the mud', 'rolled away'])}.",
         f"Both of them felt {c.bad}.",
         f"\"I am sorry,\" {c.hero} {c.say()}. \"Me too,\" said {c.friend}.",
-        f"They decided to take turns, and soon they were playing together again.",
+        "They decided to take turns, and soon they were playing together again.",
     ]
 
 
@@ -209,7 +214,7 @@ def _plot_garden(c: _Cast) -> list[str]:
         f"{c.hero} planted a tiny {plant} seed in the {c.rng.choice(['garden', 'backyard', 'pot by the window'])}.",
         f"Every day, {c.he} gave it water and said, \"Grow, little seed!\"",
         f"For many days, nothing happened, and {c.hero} felt {c.bad}.",
-        f"Then one morning, a small green leaf came out of the dirt.",
+        "Then one morning, a small green leaf came out of the dirt.",
         f"{c.hero} was so {c.good} that {c.he} ran to tell {c.friend}.",
         f"By summer the {plant} was taller than {c.hero}.",
     ]

@@ -48,7 +48,7 @@ class ShardWriter:
         ends = np.cumsum([len(d) for d in self._docs], dtype=np.int64)
         tokens.tofile(self.out_dir / f"{stem}.bin")
         ends.tofile(self.out_dir / f"{stem}.idx")
-        self.shards.append({"file": f"{stem}.bin", "index": f"{stem}.idx", "tokens": int(len(tokens)),
+        self.shards.append({"file": f"{stem}.bin", "index": f"{stem}.idx", "tokens": len(tokens),
                             "docs": len(self._docs)})
         self._docs, self._pending = [], 0
 
