@@ -125,18 +125,27 @@ class TokenizerConfig(Section):
     min_frequency: int = Field(2, ge=1)
 
 
-class MuonGroupConfig(Section):
-    lr: float = Field(gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+class MuonHiddenConfig(Section):
+    """2-D hidden matrices, updated by Muon (orthogonalised momentum)."""
+
+    lr: float = Field(0.02, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
     momentum: float = Field(0.95, ge=0, lt=1)
+
+
+class MuonAuxConfig(Section):
+    """Embedding, head and scalar parameters, updated by Muon's auxiliary AdamW."""
+
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
 
 
 class MuonConfig(Section):
-    hidden: MuonGroupConfig = MuonGroupConfig(lr=0.02, weight_decay=0.01)
-    head: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
-    embed: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
-    scalar: MuonGroupConfig = MuonGroupConfig(lr=3e-3)
+    hidden: MuonHiddenConfig = MuonHiddenConfig()
+    head: MuonAuxConfig = MuonAuxConfig()
+    embed: MuonAuxConfig = MuonAuxConfig()
+    scalar: MuonAuxConfig = MuonAuxConfig()
 
 
 class OptimizerConfig(Section):

@@ -1,0 +1,105 @@
+"""Shapes, masking invariants and precision behaviour of the DiffusionTransformer."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from config import load_config
+from diffusionlm.models import DiffusionTransformer, default_ffn_hidden
+
+
+def tiny_cfg(*extra: str):
+    return load_config(None, ["model.d_model=64", "model.n_layers=2", "model.n_heads=4", "model.vocab_size=97",
+                              "tokenizer.vocab_size=97", "model.context_length=32", "inference.total_length=32",
+                              *extra]).model
+
+
+def test_forward_shapes_and_mask_logit_is_minus_inf() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg())
+    x = torch.randint(5, 97, (3, 16))
+    logits = model(x)
+    assert logits.shape == (3, 16, 97)
+    assert torch.isneginf(logits[..., 3]).all()
+    assert torch.isfinite(logits[..., :3]).all() and torch.isfinite(logits[..., 4:]).all()
+    # the mask token can never win a sample
+    probs = torch.softmax(logits, -1)
+    assert (probs[..., 3] == 0).all()
+
+
+def test_output_mask_selects_rows_in_order() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg()).eval()
+    x = torch.randint(5, 97, (2, 16))
+    sel = torch.rand(2, 16) < 0.4
+    full = model(x)
+    part = model(x, output_mask=sel)
+    assert part.shape == (int(sel.sum()), 97)
+    torch.testing.assert_close(part, full[sel])
+
+
+def test_bidirectional_and_causal_information_flow() -> None:
+    torch.manual_seed(0)
+    x = torch.randint(5, 97, (1, 16))
+    x2 = x.clone()
+    x2[0, -1] = 6 if x[0, -1] != 6 else 7
+    bi = DiffusionTransformer(tiny_cfg()).eval()
+    assert not torch.allclose(bi(x)[0, 0], bi(x2)[0, 0]), "the first position must see the last token"
+    causal = DiffusionTransformer(tiny_cfg("model.causal=true")).eval()
+    torch.testing.assert_close(causal(x)[0, :-1], causal(x2)[0, :-1])
+
+
+def test_padding_keys_do_not_influence_real_positions() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg()).eval()
+    x = torch.randint(5, 97, (1, 16))
+    attn = torch.ones(1, 16, dtype=torch.bool)
+    attn[0, 10:] = False
+    y = x.clone()
+    y[0, 10:] = torch.randint(5, 97, (6,))  # different garbage behind the padding mask
+    torch.testing.assert_close(model(x, attention_mask=attn)[0, :10], model(y, attention_mask=attn)[0, :10])
+
+
+def test_adaln_needs_time_and_depends_on_it() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg("model.time_conditioning='adaln'")).eval()
+    x = torch.randint(5, 97, (2, 8))
+    with pytest.raises(ValueError, match="needs the diffusion time"):
+        model(x)
+    # gates start at zero: the conditioned network starts equal to the unconditioned one
+    torch.testing.assert_close(model(x, t=torch.tensor([0.1, 0.9])), model(x, t=torch.tensor([0.5, 0.5])))
+    for block in model.blocks:
+        torch.nn.init.normal_(block.adaln.weight, std=0.1)
+    assert not torch.allclose(model(x, t=torch.tensor([0.1, 0.9])), model(x, t=torch.tensor([0.5, 0.5])))
+
+
+def test_tied_head_and_param_counts() -> None:
+    cfg = tiny_cfg()
+    model = DiffusionTransformer(cfg)
+    assert model.head.weight is model.embed.weight
+    assert model.num_params() - model.num_params(include_embeddings=False) == 97 * 64
+    untied = DiffusionTransformer(tiny_cfg("model.tie_embeddings=false"))
+    assert untied.num_params() == model.num_params() + 97 * 64
+    assert default_ffn_hidden(384) == 1024
+
+
+def test_residual_projections_are_scaled_down() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg("model.n_layers=8"))
+    proj_std = model.blocks[0].attn.proj.weight.std().item()
+    qkv_std = model.blocks[0].attn.qkv.weight.std().item()
+    assert proj_std < qkv_std / 2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_forward_backward_is_finite(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg())
+    x = torch.randint(5, 97, (2, 16))
+    with torch.autocast("cpu", dtype=dtype):
+        logits = model(x, output_mask=torch.ones(2, 16, dtype=torch.bool))
+        loss = torch.nn.functional.cross_entropy(logits.float(), x.flatten())
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
