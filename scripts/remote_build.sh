@@ -19,7 +19,9 @@ if [ -f "$venv/pyvenv.cfg" ]; then
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
-  site_flag=(); [ "$system_site" = 1 ] && site_flag=(--system-site-packages)
+  # With system site packages, skip the venv's own pip/setuptools (3.11 bundles an old setuptools that
+  # would shadow the system one and cannot build without downloading `wheel`); the system pip serves.
+  site_flag=(); [ "$system_site" = 1 ] && site_flag=(--system-site-packages --without-pip)
   if command -v uv >/dev/null 2>&1 && [ "$system_site" != 1 ]; then
     uv venv -q --python "$python" "$venv"
   else
