@@ -85,7 +85,7 @@ class HubSource:
     def describe(self) -> dict[str, Any]:
         c = self.cfg
         return {"source": "hub", "dataset_name": c.dataset_name, "dataset_config": c.dataset_config,
-                "split": self.hf_split, "revision": c.revision, "text_field": c.text_field}
+                "hf_split": self.hf_split, "revision": c.revision, "text_field": c.text_field}
 
 
 def _check_text_field(rows: Iterator[Any], field: str, where: str, peek: int = 100) -> None:
