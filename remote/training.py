@@ -86,7 +86,7 @@ def _launch_script(session: RemoteSession, plan: LaunchPlan, config_path: str | 
         f"{join_command(argv)} 2>&1 | tee -a {q(posixpath.join(run_dir, 'console.log'))}",
         "status=${PIPESTATUS[0]}",
         f"echo \"$status\" > {q(posixpath.join(run_dir, 'exit_code'))}",
-        'echo "[remote] trainer exited with status $status"',
+        f'echo "[remote] trainer exited with status $status" | tee -a {q(posixpath.join(run_dir, "console.log"))}',
         'exit "$status"',
         "",
     ])  # fmt: skip
@@ -200,17 +200,20 @@ def kill_training(session: RemoteSession, run_name: str | None, *, yes: bool, gr
             return target
     q = shlex.quote("=" + target)
     # Ctrl-C first so the trainer can finish its step and write a checkpoint; then make sure.
-    session.run(f"tmux send-keys -t {q} C-c", "interrupt training", check=False)
+    # send-keys wants a pane target: `=name:` is the exact session's current window.
+    session.run(f"tmux send-keys -t {shlex.quote('=' + target + ':')} C-c", "interrupt training", check=False)
     deadline = time.monotonic() + grace_s
+    how = "killed"
     while time.monotonic() < deadline:
         if session.run(f"tmux has-session -t {q} 2>/dev/null", "poll session", check=False).exited != 0:
+            how = "interrupted"
             break
-        time.sleep(0.5)
+        time.sleep(0.25)
     else:
         session.run(f"tmux kill-session -t {q}", "kill session", check=False)
     if target in running_sessions(session):
         raise RemoteCommandError("kill-train", 1, f"session {target!r} is still running")
-    print(f"[remote] stopped {target}")
+    print(f"[remote] stopped {target} ({how})")
     return target
 
 
