@@ -73,8 +73,8 @@ class Profiler:
         handles = []
         for name, module in _blocks(model):
             block_range = NvtxRange(self._domain, name, self._tracing)
-            handles.append(module.register_forward_pre_hook(lambda _m, _a, r=block_range: r.__enter__()))
-            handles.append(module.register_forward_hook(lambda _m, _a, _o, r=block_range: r.__exit__()))
+            handles.append(module.register_forward_pre_hook(_push_hook(block_range)))
+            handles.append(module.register_forward_hook(_pop_hook(block_range)))
         return handles
 
     # ---- capture window ------------------------------------------------------------------------------
@@ -187,6 +187,21 @@ class Profiler:
         import nvtx
 
         return nvtx.get_domain(DOMAIN)
+
+
+# Hooks must return None: a forward pre-hook's return value would replace the module's inputs.
+def _push_hook(block_range: NvtxRange) -> Any:
+    def push(_module: Any, _args: Any) -> None:
+        block_range.__enter__()
+
+    return push
+
+
+def _pop_hook(block_range: NvtxRange) -> Any:
+    def pop(_module: Any, _args: Any, _output: Any) -> None:
+        block_range.__exit__()
+
+    return pop
 
 
 def _blocks(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
