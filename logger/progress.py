@@ -26,7 +26,7 @@ class NullProgress:
 
 
 class PlainProgress:
-    """One line every ~5% of the run (and at the last step) on stderr; for logs and `progress_bar = "off"`."""
+    """One line every ~5% of the run (and at the last step) on stderr, for logs read later."""
 
     def __init__(self, total: int, start: int = 0, stream: TextIO | None = None) -> None:
         self.total = total
@@ -82,14 +82,15 @@ class RichProgress:
 def make_progress(
     total: int, enabled: str, start: int = 0, stream: TextIO | None = None
 ) -> NullProgress | PlainProgress | RichProgress:
-    """`enabled` is logging.progress_bar: "on" forces the rich bar, "off" gives plain lines, "auto" picks
-    the bar on a terminal and stays quiet otherwise (the console backend already prints every log step)."""
-    if enabled not in ("auto", "on", "off"):
+    """`enabled` is logging.progress_bar: "on" forces the rich bar, "auto" shows it on a terminal and stays
+    quiet otherwise (the console backend already prints every log step), "off" shows nothing (the trainer
+    passes it on non-zero ranks). "plain" (API only) prints a plain line every ~5% of the run."""
+    if enabled not in ("auto", "on", "off", "plain"):
         raise ValueError(f"progress_bar must be auto, on or off, not {enabled!r}")
     target = stream or sys.stderr
     is_tty = bool(getattr(target, "isatty", lambda: False)())
     if enabled == "on" or (enabled == "auto" and is_tty):
         return RichProgress(total, start, stream, force_terminal=enabled == "on")
-    if enabled == "off":
+    if enabled == "plain":
         return PlainProgress(total, start, stream)
     return NullProgress()

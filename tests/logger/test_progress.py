@@ -19,17 +19,17 @@ def _drive(progress, total: int) -> None:
     progress.close()
 
 
-def test_auto_on_a_pipe_adds_nothing():
-    stream = io.StringIO()
-    progress = make_progress(100, "auto", stream=stream)
-    assert isinstance(progress, NullProgress)
-    _drive(progress, 100)
-    assert stream.getvalue() == ""
+def test_auto_on_a_pipe_and_off_add_nothing():
+    for enabled, stream in (("auto", io.StringIO()), ("off", _FakeTerminal())):
+        progress = make_progress(100, enabled, stream=stream)
+        assert isinstance(progress, NullProgress)
+        _drive(progress, 100)
+        assert stream.getvalue() == ""
 
 
-def test_off_prints_plain_periodic_lines():
+def test_plain_prints_periodic_lines():
     stream = io.StringIO()
-    progress = make_progress(100, "off", start=0, stream=stream)
+    progress = make_progress(100, "plain", start=0, stream=stream)
     assert isinstance(progress, PlainProgress)
     _drive(progress, 100)
     lines = stream.getvalue().splitlines()
