@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
+import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,25 @@ def resource_path(name: str) -> Path:
     return Path(str(resources.files("config") / "resources" / name))
 
 
-def _parse_value(raw: str) -> Any:
+def _is_text_field(parts: list[str]) -> bool:
+    """Whether the schema types this key as plain text (then `inf`, `nan` or `123` stay strings)."""
+    model: Any = Config
+    for i, part in enumerate(parts):
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return False
+        annotation = fields[part].annotation
+        if i == len(parts) - 1:
+            args = set(typing.get_args(annotation)) or {annotation}
+            return str in args and args <= {str, type(None)}
+        model = annotation
+    return False
+
+
+def _parse_value(raw: str, parts: list[str]) -> Any:
     # TOML literal syntax gives typed values (3, 1e-3, true, [1, 2], "x"); anything else is a string.
+    if _is_text_field(parts) and not (raw.startswith(('"', "'"))):
+        return raw
     try:
         return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
@@ -45,7 +63,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part!r} is a value, not a section")
         node = child
-    node[parts[-1]] = _parse_value(raw.strip())
+    node[parts[-1]] = _parse_value(raw.strip(), parts)
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -102,3 +102,9 @@ def test_cli_print_config_prints_resolved_toml_and_exits_0(tmp_path: Path) -> No
     cfg = load_config(out)
     assert cfg.model.d_model == 384 and cfg.training.max_train_iteration == 7
     assert not (tmp_path / "runs").exists()
+
+
+def test_text_settings_stay_text_even_when_they_look_like_numbers() -> None:
+    cfg = load_config(None, ["logging.run_name=inf", "inference.prompt=123", "optimizer.grad_clip=inf"])
+    assert cfg.logging.run_name == "inf" and cfg.inference.prompt == "123"
+    assert cfg.optimizer.grad_clip == float("inf")

@@ -1,0 +1,112 @@
+"""The trainer end to end, in process: real data, real tokenizer, real checkpoints."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from config import load_config
+from diffusionlm.inference import load_model
+from diffusionlm.training import Trainer, TrainingDiverged, TrainingError
+from tests.diffusionlm.training.conftest import TINY
+
+
+def _cfg(tmp_path: Path, *extra: str):
+    return load_config(None, [*TINY, f"logging.output_dir={json.dumps(str(tmp_path / 'runs'))}", *extra])
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_fifty_steps_on_tinystories_lower_the_validation_elbo(tmp_path: Path, tinystories_path: Path) -> None:
+    cfg = _cfg(tmp_path, "data.source=files", f"data.data_files=[{json.dumps(str(tinystories_path))}]",
+               "training.max_train_iteration=50", "training.val_freq_iteration=5", "training.max_val_iteration=4",
+               "optimizer.lr=3e-3", "checkpoint.save_freq_iteration=50", "logging.run_name=ts")
+    result = Trainer(cfg).fit()
+    vals = [m["val.nelbo"] for m in _metrics(result.run_dir) if "val.nelbo" in m]
+    assert len(vals) == 10
+    assert vals[-1] < vals[0] - 0.5, vals
+    assert result.last_val_nelbo == pytest.approx(vals[-1], rel=1e-4)
+    losses = [loss for _, loss in result.losses]
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10
+    # the run directory contract
+    for rel in ("config.toml", "tokenizer.json", "metrics.jsonl", "checkpoints/step_50/meta.json",
+                "final/model.safetensors", "final/config.json", "final/tokenizer.json", "samples/step_50.txt"):
+        assert (result.run_dir / rel).exists(), rel
+
+
+def test_checkpoint_round_trip_and_export_match_the_trained_model(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "training.max_train_iteration=6", "checkpoint.save_freq_iteration=3",
+               "training.skip_validation=true", "training.num_samples=0", "logging.run_name=rt")
+    trainer = Trainer(cfg)
+    result = trainer.fit()
+    state = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    for where in (result.run_dir / "final", result.run_dir / "checkpoints" / "step_6", result.run_dir):
+        model, run_cfg, tok = load_model(where)
+        assert run_cfg.model == cfg.model and tok.name == "tokenizer.json"
+        for k, v in model.state_dict().items():
+            assert torch.equal(v, state[k]), (where, k)
+    assert [d.name for d in (result.run_dir / "checkpoints").iterdir()] == ["step_3", "step_6"] or \
+        sorted(d.name for d in (result.run_dir / "checkpoints").iterdir()) == ["step_3", "step_6"]
+
+
+def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path: Path) -> None:
+    base = ["training.skip_validation=true", "training.num_samples=0", "checkpoint.save_freq_iteration=100",
+            "training.max_train_iteration=8", "training.grad_accum_steps=2", "data.packing=false",
+            "data.random_trunc_prob=0.3"]
+    full_trainer = Trainer(_cfg(tmp_path, *base, "logging.run_name=full"))
+    full = full_trainer.fit()
+
+    cut = Trainer(_cfg(tmp_path, *base, "logging.run_name=cut"))
+    real_step = cut._train_step
+
+    def step_then_signal() -> dict:
+        stats = real_step()
+        if cut.micro_step == 2:  # the loop adds this step's 2 micro-steps after we return: stop at 4
+            os.kill(os.getpid(), signal.SIGTERM)
+        return stats
+
+    cut._train_step = step_then_signal
+    interrupted = cut.fit()
+    assert interrupted.interrupted and interrupted.step == 4
+    assert (interrupted.run_dir / "checkpoints" / "step_4" / "meta.json").is_file()
+    assert not (interrupted.run_dir / "final").exists()
+
+    resumed_trainer = Trainer(_cfg(tmp_path, *base, "logging.run_name=cut"), resume="auto")
+    resumed = resumed_trainer.fit()
+    assert resumed.step == 8 and not resumed.interrupted
+    assert [loss for s, loss in full.losses if s > 4] == [loss for _, loss in resumed.losses]
+    for (name, a), b in zip(full_trainer.raw_model.state_dict().items(), resumed_trainer.raw_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_refuses_to_overwrite_a_run_and_needs_a_name_for_auto(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "training.max_train_iteration=2", "training.skip_validation=true",
+               "training.num_samples=0", "logging.run_name=taken")
+    Trainer(cfg).fit()
+    with pytest.raises(TrainingError, match="already has checkpoints"):
+        Trainer(cfg)
+    with pytest.raises(TrainingError, match="needs a fixed logging.run_name"):
+        Trainer(_cfg(tmp_path), resume="auto")
+
+
+def test_non_finite_losses_skip_then_abort(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "training.max_train_iteration=20", "training.skip_validation=true",
+               "training.num_samples=0", "training.max_consecutive_bad_steps=3", "logging.run_name=bad",
+               "logging.backend=console")
+    trainer = Trainer(cfg)
+    trainer._build()
+    with torch.no_grad():
+        trainer.raw_model.blocks[0].mlp.down.weight.fill_(float("nan"))
+    before = trainer.raw_model.embed.weight.detach().clone()
+    trainer._build = lambda: None  # keep the poisoned model
+    with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
+        trainer.fit()
+    assert torch.equal(trainer.raw_model.embed.weight, before), "skipped steps must not update weights"
