@@ -16,7 +16,7 @@ def build_parser(prog: str = "diffusionlm-train", default_resource: str = "train
     return parser
 
 
-def run_training(cfg, resume: str | None, parallel=None) -> int:  # noqa: ANN001 - typed in the callee
+def run_training(cfg, resume: str | None, parallel=None) -> int:
     """Run and map the known failures to exit codes: 2 for bad input, 1 for a diverged run."""
     from diffusionlm.data import DataError
     from diffusionlm.tokenizer import TokenizerError

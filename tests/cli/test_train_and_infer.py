@@ -62,7 +62,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     resumed = subprocess.run(_cmd("cli.train", *_sets([*common, "logging.run_name=cut"]), "--resume", "auto"),
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"resumed from" in resumed.stderr
+    assert "resumed from" in resumed.stderr
     full_losses, cut_losses = _losses(tmp_path / "runs" / "full"), _losses(tmp_path / "runs" / "cut")
     assert sorted(cut_losses) == list(range(1, 2 * n + 1))
     assert all(cut_losses[s] == full_losses[s] for s in range(1, 2 * n + 1))

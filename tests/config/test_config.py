@@ -67,7 +67,7 @@ def test_bad_values_name_the_setting(overrides: list[str], needle: str) -> None:
 
 
 def test_malformed_override_and_files(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected section.key=value"):
+    with pytest.raises(ConfigError, match=r"expected section\.key=value"):
         load_config(None, ["training.max_train_iteration"])
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.toml")

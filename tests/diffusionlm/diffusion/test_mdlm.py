@@ -29,7 +29,7 @@ class FixedLogits(nn.Module):
 
 @pytest.mark.parametrize("masked_only", [True, False])
 def test_loss_equals_hand_computed_elbo(masked_only: bool) -> None:
-    V, mask_id = 6, 3
+    mask_id = 3
     table = torch.tensor([[0.0, 1.0, 2.0, 0.0, 0.5, -1.0],
                           [2.0, 0.0, 1.0, 0.0, 0.0, 0.0],
                           [0.3, 0.3, 0.3, 0.0, 3.0, 0.0]])

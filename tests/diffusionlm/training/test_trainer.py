@@ -83,8 +83,9 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path: Path) -> Non
     resumed = resumed_trainer.fit()
     assert resumed.step == 8 and not resumed.interrupted
     assert [loss for s, loss in full.losses if s > 4] == [loss for _, loss in resumed.losses]
-    for (name, a), b in zip(full_trainer.raw_model.state_dict().items(), resumed_trainer.raw_model.state_dict().values()):
-        assert torch.equal(a, b), name
+    resumed_state = resumed_trainer.raw_model.state_dict()
+    for name, a in full_trainer.raw_model.state_dict().items():
+        assert torch.equal(a, resumed_state[name]), name
 
 
 def test_refuses_to_overwrite_a_run_and_needs_a_name_for_auto(tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_refuses_to_overwrite_a_run_and_needs_a_name_for_auto(tmp_path: Path) ->
     Trainer(cfg).fit()
     with pytest.raises(TrainingError, match="already has checkpoints"):
         Trainer(cfg)
-    with pytest.raises(TrainingError, match="needs a fixed logging.run_name"):
+    with pytest.raises(TrainingError, match=r"needs a fixed logging\.run_name"):
         Trainer(_cfg(tmp_path), resume="auto")
 
 
