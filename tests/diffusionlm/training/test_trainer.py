@@ -111,3 +111,21 @@ def test_non_finite_losses_skip_then_abort(tmp_path: Path) -> None:
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         trainer.fit()
     assert torch.equal(trainer.raw_model.embed.weight, before), "skipped steps must not update weights"
+
+
+def test_muon_run_logs_group_lrs_and_norms_to_wandb_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = _cfg(tmp_path, "optimizer.optimizer_name=muon", "training.max_train_iteration=4",
+               "training.grad_accum_steps=2", "training.skip_validation=true", "training.num_samples=0",
+               "logging.log_activation_norms=true", "logging.log_weight_norms=true", "logging.backend=wandb",
+               "wandb.mode=offline", "logging.run_name=muon")
+    result = Trainer(cfg).fit()
+    records = [m for m in _metrics(result.run_dir) if "metrics.loss" in m]
+    assert [r["step"] for r in records] == [2, 4]
+    last = records[-1]
+    for key in ("metrics.lr/hidden", "metrics.lr/embed", "metrics.lr/scalar", "metrics.act_rms/block0",
+                "metrics.weight_norm/blocks.0.attn.qkv.weight", "metrics.grad_l2_norm", "metrics.tokens_per_s"):
+        assert key in last, key
+    assert last["metrics.lr/hidden"] > last["metrics.lr/embed"]
+    assert list(result.run_dir.rglob("*.wandb")), "an offline wandb run was written"
