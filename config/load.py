@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tomllib
+import types
 import typing
 from importlib import resources
 from pathlib import Path
@@ -34,8 +35,12 @@ def _is_text_field(parts: list[str]) -> bool:
             return False
         annotation = fields[part].annotation
         if i == len(parts) - 1:
-            args = set(typing.get_args(annotation)) or {annotation}
-            return str in args and args <= {str, type(None)}
+            if annotation is str:
+                return True
+            if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+                args = set(typing.get_args(annotation))
+                return str in args and args <= {str, type(None)}
+            return False
         model = annotation
     return False
 

@@ -108,3 +108,8 @@ def test_text_settings_stay_text_even_when_they_look_like_numbers() -> None:
     cfg = load_config(None, ["logging.run_name=inf", "inference.prompt=123", "optimizer.grad_clip=inf"])
     assert cfg.logging.run_name == "inf" and cfg.inference.prompt == "123"
     assert cfg.optimizer.grad_clip == float("inf")
+
+
+def test_list_settings_parse_as_lists() -> None:
+    cfg = load_config(None, ['data.data_files=["a.jsonl", "b.jsonl"]', "data.source=files", "wandb.tags=[\"x\"]"])
+    assert cfg.data.data_files == ["a.jsonl", "b.jsonl"] and cfg.wandb.tags == ["x"]
