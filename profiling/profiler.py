@@ -120,7 +120,7 @@ class Profiler:
         if self._emit_nvtx is not None:
             self._emit_nvtx.__exit__(None, None, None)
             self._emit_nvtx = None
-        tag = f"step{self._window_start}-{step}"
+        tag = f"step{self._window_start}-{step}{_rank_suffix()}"
         if self._torch_profile is not None:
             self._stop_torch_trace(self.output_dir / f"trace_{tag}.json")
         if self.cfg.memory_history:
@@ -187,6 +187,15 @@ class Profiler:
         import nvtx
 
         return nvtx.get_domain(DOMAIN)
+
+
+def _rank_suffix() -> str:
+    """"-rank<r>" under a multi-process job, so ranks sharing a run dir don't overwrite each other's files."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return f"-rank{dist.get_rank()}"
+    return ""
 
 
 # Hooks must return None: a forward pre-hook's return value would replace the module's inputs.
