@@ -3,9 +3,9 @@
 import json
 
 import pytest
-from conftest import make_cfg
 
 from diffusionlm.data import DataError, build_stream
+from tests.diffusionlm.data.conftest import make_cfg
 
 
 def _stream(path, *extra, tok):

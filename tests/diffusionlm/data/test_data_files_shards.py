@@ -9,11 +9,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import make_cfg
 
 from diffusionlm.data import DataError, build_stream
 from diffusionlm.data.builtin_corpus import generate_story
 from diffusionlm.data.make_shards import make_shards
+from tests.diffusionlm.data.conftest import make_cfg
 
 DOCS = [generate_story(3, i).replace("\n", " ") for i in range(120)]  # one line each, for the text format
 

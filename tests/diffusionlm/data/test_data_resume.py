@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import make_cfg
 
 from diffusionlm.data import DataError, build_stream
+from tests.diffusionlm.data.conftest import make_cfg
 
 N = 7  # odd, so with 2 workers the restored stream must start at the second worker
 

@@ -1,10 +1,10 @@
 import hashlib
 
 import torch
-from conftest import make_cfg
 
 from diffusionlm.data import build_stream, iter_texts
 from diffusionlm.data.builtin_corpus import generate_story
+from tests.diffusionlm.data.conftest import make_cfg
 
 
 def _take(stream, n):
