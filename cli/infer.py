@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from config import add_config_arguments, config_from_args
 
@@ -25,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusionlm.inference import ModelLoadError, generate, load_model
     from diffusionlm.tokenizer import load_tokenizer
     from diffusionlm.training.precision import select_device
+    from profiling import Profiler
 
     inf = cfg.inference
     checkpoint = args.checkpoint or inf.checkpoint
@@ -50,8 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prompt = torch.tensor([prompt_ids] * inf.num_samples, dtype=torch.long, device=device).view(inf.num_samples, -1)
     gen = torch.Generator(device=device).manual_seed(inf.seed)
-    ids = generate(model, prompt, inf.total_length, run_cfg.model.mask_token_id, steps=inf.steps,
-                   strategy=inf.strategy, temperature=inf.temperature, generator=gen)
+    profiler = Profiler(cfg.profiling, Path(checkpoint), device)  # NVTX ranges when DIFFUSIONLM_NVTX=1
+    with profiler.range("generate"):
+        ids = generate(model, prompt, inf.total_length, run_cfg.model.mask_token_id, steps=inf.steps,
+                       strategy=inf.strategy, temperature=inf.temperature, generator=gen,
+                       step_context=lambda: profiler.range("sampling_step", "fine"))
+    profiler.close()
     for i, text in enumerate(tokenizer.decode_batch(ids.tolist(), skip_special_tokens=True)):
         if inf.num_samples > 1:
             print(f"--- sample {i}")

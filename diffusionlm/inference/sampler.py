@@ -7,6 +7,7 @@ masked, "low-confidence remasking", LLaDA), `random` keeps k at random (the ance
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -38,8 +39,12 @@ def generate(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    step_context: Callable[[], contextlib.AbstractContextManager] | None = None,
 ) -> torch.Tensor:
-    """prompt: int64 [B, P] (P may be 0). Returns [B, total_length] with no `<mask>` left."""
+    """prompt: int64 [B, P] (P may be 0). Returns [B, total_length] with no `<mask>` left.
+
+    step_context: wraps each denoising step (the CLI passes an NVTX range factory for profiling).
+    """
     if strategy not in ("low_confidence", "random"):
         raise ValueError(f"unknown sampling strategy {strategy!r}")
     B, P = prompt.shape
@@ -52,17 +57,25 @@ def generate(
     for i, k in enumerate(tokens_per_step(n_gen, steps)):
         if k == 0:
             break
-        is_masked = x == mask_token_id
-        t = is_masked.float().mean(-1)  # current mask fraction = diffusion time under log-linear
-        logits = model(x, t=t).float()
-        candidates = _gumbel_sample(logits, temperature, generator)
-        if strategy == "low_confidence":
-            score = torch.softmax(logits, -1).gather(-1, candidates[..., None]).squeeze(-1)
-        else:
-            score = torch.rand(x.shape, generator=generator, device=device)
-        score = torch.where(is_masked, score, -torch.inf)
-        chosen = score.topk(k, dim=-1).indices
-        x = x.scatter(1, chosen, candidates.gather(1, chosen))
+        with step_context() if step_context is not None else contextlib.nullcontext():
+            x = _denoise_step(model, x, k, mask_token_id, strategy, temperature, generator)
         if on_step is not None:
             on_step(i, x)
     return x
+
+
+def _denoise_step(model: nn.Module, x: torch.Tensor, k: int, mask_token_id: int, strategy: str,
+                  temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Commit k of the still-masked positions of every row."""
+    device = x.device
+    is_masked = x == mask_token_id
+    t = is_masked.float().mean(-1)  # current mask fraction = diffusion time under log-linear
+    logits = model(x, t=t).float()
+    candidates = _gumbel_sample(logits, temperature, generator)
+    if strategy == "low_confidence":
+        score = torch.softmax(logits, -1).gather(-1, candidates[..., None]).squeeze(-1)
+    else:
+        score = torch.rand(x.shape, generator=generator, device=device)
+    score = torch.where(is_masked, score, -torch.inf)
+    chosen = score.topk(k, dim=-1).indices
+    return x.scatter(1, chosen, candidates.gather(1, chosen))
