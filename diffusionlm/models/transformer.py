@@ -152,6 +152,7 @@ class DiffusionTransformer(nn.Module):
         attention_mask: torch.Tensor | None = None,
         t: torch.Tensor | None = None,
         output_mask: torch.Tensor | None = None,
+        output_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for `input_ids` [B, T].
 
@@ -159,6 +160,8 @@ class DiffusionTransformer(nn.Module):
         t: diffusion time [B], required with adaLN conditioning, ignored otherwise.
         output_mask: bool [B, T]; when given, only those positions go through the head and the result is
         [N, V] in row-major order of the True entries: the loss needs logits at masked positions only.
+        output_index: int64 [N] flat positions into B*T, the same selection as `output_mask` given as
+        `output_mask.flatten().nonzero()`; unlike a bool mask it keeps torch.compile graphs whole.
         The `<mask>` logit is always -inf so it can never be predicted or sampled.
         """
         x = self.embed(input_ids)
@@ -173,5 +176,7 @@ class DiffusionTransformer(nn.Module):
         x = self.norm(x)
         if output_mask is not None:
             x = x[output_mask]
+        elif output_index is not None:
+            x = x.flatten(0, 1).index_select(0, output_index)
         logits = self.head(x)
         return logits.index_fill(-1, self.mask_index, float("-inf"))

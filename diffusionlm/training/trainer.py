@@ -92,6 +92,7 @@ class Trainer:
     def _build(self) -> None:
         from diffusionlm.data import build_stream
         from diffusionlm.tokenizer import build_tokenizer, check_tokenizer, load_tokenizer, save_tokenizer
+        from diffusionlm.training.step import CompiledMaskedLoss
         from logger import build_logger
         from profiling import Profiler
 
@@ -109,9 +110,13 @@ class Trainer:
 
         seed_everything(cfg.training.seed)  # identical initial weights on every rank
         self.raw_model = DiffusionTransformer(cfg.model).to(self.device)
-        model = torch.compile(self.raw_model) if cfg.training.compile else self.raw_model
-        self.model = par.wrap_model(model)
         self.objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
+        # On CUDA the loss runs as one compiled graph (step.py); CPU keeps the objective's exact kernels.
+        fused_loss = (self.device.type == "cuda" and self.objective.masked_only_logits
+                      and not cfg.logging.log_activation_norms)
+        compile_model = cfg.training.compile and not fused_loss
+        self.model = par.wrap_model(torch.compile(self.raw_model) if compile_model else self.raw_model)
+        self.loss_step = CompiledMaskedLoss(self.objective, self.model, cfg.training.compile) if fused_loss else None
         self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer)
         self.group_names = group_names(self.groups)
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
@@ -219,7 +224,10 @@ class Trainer:
             sync = par.no_sync(self.model) if i < accum - 1 else contextlib.nullcontext()
             with sync:
                 with self.profiler.range("forward"), self.precision.autocast():
-                    loss, m = self.objective(self.model, batch, self.generator, normalizer)
+                    if self.loss_step is not None:
+                        loss, m = self.loss_step(batch, self.generator, normalizer)
+                    else:
+                        loss, m = self.objective(self.model, batch, self.generator, normalizer)
                 with self.profiler.range("backward"):
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             loss_sum += loss.detach()

@@ -1,0 +1,120 @@
+"""What every benchmark shares: which machine and commit a number came from, and where results go.
+
+A results file is `benchmarking/results/<bench>_<device>_<yyyy-mm-dd>.json`, one JSON document
+`{"bench", "device", "date", "results": [...]}`; each run appends its record, so the configs measured
+on one machine on one day sit side by side.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+# Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (no sparsity), matched on the device name.
+# H100/H200 SXM: 989 TFLOP/s. Order matters: the first substring found wins.
+PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIE", 756e12),
+    ("H100", 989e12),
+    ("H200", 989e12),
+    ("GH200", 989e12),
+    ("A100", 312e12),
+)
+
+
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with `+dirty` when tracked files differ.
+
+    Outside git (a copied working tree on a GPU host) it is $DIFFUSIONLM_COMMIT, else "unknown".
+    """
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True, cwd=here)
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("DIFFUSIONLM_COMMIT", "unknown")
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def device_name(device: Any = None) -> str:
+    """Human name: the GPU's marketing name on CUDA, else the CPU and its core count."""
+    import torch
+
+    dev = torch.device(device) if device is not None else None
+    if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(dev)
+    return f"cpu {platform.machine()} x{os.cpu_count()}"
+
+
+def device_slug(name: str) -> str:
+    """Short file-name tag: "NVIDIA H100 80GB HBM3" -> "h100", "cpu x86_64 x2" -> "cpu-2core"."""
+    if name.startswith("cpu"):
+        cores = name.rsplit("x", 1)[-1]
+        return f"cpu-{cores}core" if cores.isdigit() else "cpu"
+    match = re.search(r"\b([A-Z]+\d{2,4}[A-Z]?)\b", name.upper())
+    return match.group(1).lower() if match else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+def peak_flops(name: str) -> float | None:
+    """Dense bf16 peak for a known GPU name, None when unknown (then no MFU is reported)."""
+    upper = name.upper()
+    for key, value in PEAK_BF16_FLOPS:
+        if key in upper:
+            return value
+    return None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated q-th percentile (q in [0, 100]) of a non-empty list."""
+    if not values:
+        raise ValueError("percentile of an empty list")
+    ordered = sorted(values)
+    pos = (len(ordered) - 1) * q / 100.0
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarize(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "p90": percentile(values, 90), "mean": statistics.fmean(values),
+            "min": min(values), "max": max(values)}
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def default_result_path(bench: str, device: str, date: str | None = None) -> Path:
+    return RESULTS_DIR / f"{bench}_{device_slug(device)}_{date or today()}.json"
+
+
+def write_result(record: dict[str, Any], path: str | Path, bench: str, device: str) -> Path:
+    """Append `record` to the results document at `path` (created when missing) and return the path.
+
+    A file that exists but is not such a document is an error, never overwritten.
+    """
+    path = Path(path)
+    if path.exists():
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} exists but is not JSON ({e}); not overwriting it") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+            raise ValueError(f"{path} exists but is not a results document (no 'results' list); not overwriting it")
+    else:
+        doc = {"bench": bench, "device": device, "date": today(), "results": []}
+    doc["results"].append(record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
