@@ -41,7 +41,7 @@ def _launch(cfg, argv: list[str]) -> int:
 @record  # the elastic agent then shows this rank's traceback in its failure report
 def _worker(cfg, resume: str | None) -> int:
     from ddp import DDPContext, DDPSetupError
-    from ddp.launch import max_restarts, resume_after_restart
+    from ddp.launch import SHARE_STORE_ENV, max_restarts, resume_after_restart, shares_agent_store_across_restarts
 
     if cfg.logging.run_name is None and max_restarts() > 0:
         print("error: restartable workers (--max-restarts > 0) need a fixed run name so a restart finds its run: "
@@ -55,7 +55,17 @@ def _worker(cfg, resume: str | None) -> int:
     except DDPSetupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if ctx.is_main and shares_agent_store_across_restarts():
+        print(f"warning: torchrun --max-restarts with a shared rendezvous store: restarted workers can fail to "
+              f"connect (pytorch/pytorch#135712); export {SHARE_STORE_ENV}=1 before torchrun", file=sys.stderr)
     try:
+        if ctx.is_main:
+            from ddp.resume import align_metrics_with_checkpoint
+
+            dropped = align_metrics_with_checkpoint(cfg, resume)
+            if dropped:
+                print(f"resuming: dropped {dropped} metrics.jsonl records logged after the checkpoint",
+                      file=sys.stderr)
         return run_training(cfg, resume, parallel=ctx)
     finally:
         ctx.close()

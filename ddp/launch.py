@@ -17,6 +17,12 @@ from config.schema import DDPConfig
 # When a worker runs under a restarting agent without a fixed run name, it could not find its run again.
 RESTART_COUNT_ENV = "TORCHELASTIC_RESTART_COUNT"
 MAX_RESTARTS_ENV = "TORCHELASTIC_MAX_RESTARTS"
+SHARE_STORE_ENV = "TORCH_DISABLE_SHARE_RDZV_TCP_STORE"
+
+
+def shares_agent_store_across_restarts() -> bool:
+    """Under torchrun with restarts and the agent's store shared with workers (torch's default)."""
+    return max_restarts() > 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
 
 
 def resolve_nproc(ddp_cfg: DDPConfig, model_device: str) -> int:
@@ -55,6 +61,10 @@ def launch_workers(worker_args: list[str], nproc: int, restarts: int, module: st
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    if restarts > 0:
+        # Restarted workers must not share the agent's rendezvous store with the dead attempt: they would read
+        # its stale process-group addresses and fail to connect or hang (pytorch/pytorch#135712).
+        os.environ.setdefault(SHARE_STORE_ENV, "1")
     launcher_args = ["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", str(restarts),
                      *(extra_launcher_args or []), "-m", module, *worker_args]
     try:
