@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=20, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (compilation, allocator)")
     parser.add_argument("--shards", metavar="DIR", help="read pre-tokenized shards (data.source=shards)")
+    parser.add_argument("--coordinate-descent-tuning", action="store_true",
+                        help="let inductor tune each Triton kernel's block sizes (minutes more compile time; "
+                        "measured 8%% faster steps for small on an H100)")
     parser.add_argument("--profile-steps", type=int, default=0, metavar="N",
                         help="after timing, N more steps inside the profiling capture window "
                         "(sets profiling.start_step/stop_step unless given)")
@@ -282,6 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     args.overrides = build_overrides(args)
     cfg = config_from_args(args, "train.toml")
     ref = load_reference(args.reference, args.label) if args.reference else None
+    if args.coordinate_descent_tuning:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.coordinate_descent_tuning = True
 
     from diffusionlm.training.trainer import TrainingError
 
@@ -290,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainingError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    record["config"]["coordinate_descent_tuning"] = args.coordinate_descent_tuning
     if args.label:
         record["label"] = args.label
     if ref is not None:
