@@ -33,6 +33,8 @@ def run_training(cfg, resume: str | None, parallel=None) -> int:
     except TrainingError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if parallel is not None and not parallel.is_main:
+        return 130 if result.interrupted else 0
     if result.interrupted:
         print(f"interrupted at step {result.step}; resume with --resume {result.run_dir / 'checkpoints'}",
               file=sys.stderr)

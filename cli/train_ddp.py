@@ -59,13 +59,6 @@ def _worker(cfg, resume: str | None) -> int:
         print(f"warning: torchrun --max-restarts with a shared rendezvous store: restarted workers can fail to "
               f"connect (pytorch/pytorch#135712); export {SHARE_STORE_ENV}=1 before torchrun", file=sys.stderr)
     try:
-        if ctx.is_main:
-            from ddp.resume import align_metrics_with_checkpoint
-
-            dropped = align_metrics_with_checkpoint(cfg, resume)
-            if dropped:
-                print(f"resuming: dropped {dropped} metrics.jsonl records logged after the checkpoint",
-                      file=sys.stderr)
         return run_training(cfg, resume, parallel=ctx)
     finally:
         ctx.close()

@@ -62,6 +62,9 @@ class SingleProcess:
         torch.save(optimizer.state_dict(), directory / "optimizer.pt")
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+        if not (directory / "optimizer.pt").is_file() and any(directory.glob("optimizer_rank*.pt")):
+            raise ValueError(f"{directory} holds sharded optimizer state from a data-parallel run: resume it with "
+                             "diffusionlm-train-ddp (any number of processes, e.g. --set ddp.nproc_per_node=1)")
         state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=False)
         optimizer.load_state_dict(state)
 

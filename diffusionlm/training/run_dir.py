@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,3 +43,30 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.root / "metrics.jsonl"
+
+
+def truncate_metrics_after(metrics: Path, step: int) -> int:
+    """Keep the records with step <= `step` (and lines that are not records); returns how many were dropped.
+
+    A line cut short by a kill does not parse and is dropped too. Rewritten atomically.
+    """
+    if not metrics.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in metrics.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            dropped += 1
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and record["step"] > step:
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        tmp = metrics.with_name(metrics.name + ".tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        os.replace(tmp, metrics)
+    return dropped

@@ -27,7 +27,7 @@ from diffusionlm.training.optim import group_names, make_scheduler
 from diffusionlm.training.parallel import SingleProcess
 from diffusionlm.training.precision import resolve_precision, select_device
 from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
-from diffusionlm.training.run_dir import RunDir, default_run_name
+from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
 
 
@@ -97,6 +97,9 @@ class Trainer:
         from profiling import Profiler
 
         cfg, par = self.cfg, self.parallel
+        if self.resume_from is not None and par.is_main:
+            # Steps after the checkpoint were logged by the run that stopped and will be logged again.
+            truncate_metrics_after(self.run.metrics, ckpt.read_meta(self.resume_from)["step"])
         self.logger = build_logger(cfg.logging, cfg.wandb, self.run.root, rank=par.rank, run_name=self.run_name)
         # The tokenizer is part of the run: train or load it once (rank 0), everyone reads the run's copy.
         if par.is_main and not self.run.tokenizer.is_file():
@@ -177,7 +180,10 @@ class Trainer:
         par = self.parallel
         meta = ckpt.read_meta(path)
         self.raw_model.load_state_dict(torch.load(path / "model.pt", map_location=self.device, weights_only=True))
-        par.load_optimizer(self.optimizer, path)
+        try:
+            par.load_optimizer(self.optimizer, path)
+        except (ValueError, FileNotFoundError) as e:
+            raise TrainingError(f"cannot resume from {path}: {e}") from None
         state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
         self.micro_step = state["micro_step"]
         self.bad_steps = state["bad_steps"]

@@ -30,10 +30,11 @@ def _sets(items: list[str]) -> list[str]:
 
 
 def _losses(run: Path) -> dict[int, float]:
-    out = {}
+    out: dict[int, float] = {}
     for line in (run / "metrics.jsonl").read_text().splitlines():
         rec = json.loads(line)
         if "metrics.loss" in rec:
+            assert rec["step"] not in out, f"step {rec['step']} logged twice"
             out[rec["step"]] = rec["metrics.loss"]
     return out
 

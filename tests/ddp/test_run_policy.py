@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from config import load_config
-from ddp.resume import truncate_metrics_after
 from ddp.sharding import assign_owners
 from diffusionlm.data import build_stream
 from diffusionlm.data.selection import Selection
 from diffusionlm.tokenizer import build_tokenizer
+from diffusionlm.training.run_dir import truncate_metrics_after
 
 N_DOCS, VAL_EVERY = 200, 20
 
