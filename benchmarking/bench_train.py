@@ -116,7 +116,8 @@ def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter) -> d
     cuda = trainer.device.type == "cuda"
     accum = trainer.cfg.training.grad_accum_steps
     events: list[tuple[Any, Any]] = []
-    walls, waits, tokens, losses = [], [], [], []
+    walls: list[float] = []
+    read: list[Any] = []
     first_step_s = 0.0
     for i in range(warmup + steps):
         if i == warmup:
@@ -141,14 +142,15 @@ def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter) -> d
             first_step_s = wall
         if i >= warmup:
             walls.append(wall)
-            waits.append(stats["metrics.data_wait_s"])
-            tokens.append(stats["metrics.tokens"])
-            losses.append(stats["metrics.loss"])
+            read.append(stats)  # read after the loop: a deferred step's statistics would sync here
     if cuda:
         torch.cuda.synchronize(trainer.device)
         step_s = [a.elapsed_time(b) / 1e3 for a, b in events]
     else:
         step_s = walls
+    waits = [st["metrics.data_wait_s"] for st in read]
+    tokens = [st["metrics.tokens"] for st in read]
+    losses = [st["metrics.loss"] for st in read]
     return {"step_s": step_s, "wall_s": walls, "data_wait_s": waits, "tokens": tokens, "losses": losses,
             "first_step_s": first_step_s, "masked": counter.take()}
 

@@ -6,6 +6,7 @@ everything about batches goes through the data stream's iterator and state_dict.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import signal
@@ -29,6 +30,7 @@ from diffusionlm.training.precision import resolve_precision, select_device
 from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
+from diffusionlm.training.step import DeferredStats
 
 
 class TrainingError(RuntimeError):
@@ -125,6 +127,14 @@ class Trainer:
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps)
         self.scaler = self.precision.grad_scaler()
+        # One process on CUDA with fused AdamW: the step's statistics are read one step late (DeferredStats)
+        # and a bad step is skipped on the device (the fused kernel's found_inf), so the host never waits for
+        # the GPU to drain between steps. DDP (every rank must stop at the same step), Muon (no found_inf),
+        # fp16 (GradScaler owns found_inf) and the CPU keep reading each step's statistics at once.
+        self.defer_stats = (self.device.type == "cuda" and par.world_size == 1 and self.scaler is None
+                            and isinstance(self.optimizer, torch.optim.AdamW)
+                            and bool(self.optimizer.defaults.get("fused")))
+        self._unsettled: DeferredStats | None = None
         # Per-rank randomness (masks, times) differs across ranks; weights do not.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.training.seed * 1000 + par.rank + 1)
         self.stream = build_stream(cfg, self.tokenizer, "train", rank=par.rank, world_size=par.world_size)
@@ -223,6 +233,7 @@ class Trainer:
         loss_sum = torch.zeros((), device=self.device)
         ce_sum = torch.zeros((), device=self.device)
         acc_sum = torch.zeros((), device=self.device)
+        dropped_sum = torch.zeros((), device=self.device)
         if self.act_norms is not None:
             self.act_norms.armed = _crossed(self.micro_step, self.micro_step + accum, cfg.training.log_freq_iteration)
         self.model.train()
@@ -239,6 +250,8 @@ class Trainer:
             loss_sum += loss.detach()
             ce_sum += m["masked_ce"]
             acc_sum += m["masked_acc"]
+            if "num_dropped" in m:
+                dropped_sum += m["num_dropped"]
             if self.act_norms is not None:
                 self.act_norms.armed = False
         if self.scaler is not None:
@@ -246,33 +259,28 @@ class Trainer:
         with self.profiler.range("grad_clip", "fine"):
             max_norm = cfg.optimizer.grad_clip if cfg.optimizer.grad_clip > 0 else math.inf
             grad_norm = torch.nn.utils.clip_grad_norm_(self.raw_model.parameters(), max_norm)
+        if self.defer_stats:
+            return self._finish_step_deferred(loss_sum, ce_sum / accum, acc_sum / accum, grad_norm, global_tokens,
+                                              dropped_sum, data_wait)
         stop = torch.tensor(float(self._stop_signal is not None), device=self.device)
-        reduced = par.all_reduce_sum(torch.stack([loss_sum, ce_sum / accum, acc_sum / accum, stop]))
-        loss_v, ce_v, acc_v, stop_v = reduced.tolist()  # the one host sync of the step
+        reduced = par.all_reduce_sum(torch.stack([loss_sum, ce_sum / accum, acc_sum / accum, stop, dropped_sum]))
+        loss_v, ce_v, acc_v, stop_v, dropped_v = reduced.tolist()  # the one host sync of the step
         loss_v, ce_v, acc_v = loss_v / par.world_size, ce_v / par.world_size, acc_v / par.world_size
         grad_v = float(grad_norm)
         if stop_v > 0 and self._stop_signal is None:
             self._stop_signal = signal.SIGTERM  # another rank was asked to stop
         finite = math.isfinite(loss_v) and (math.isfinite(grad_v) or self.scaler is not None)
-        if finite:
+        if finite and dropped_v == 0:
             with self.profiler.range("optimizer_step"):
                 par.optimizer_step(self.optimizer, self.scaler)
             self.scheduler.step()
             self.bad_steps = 0
         else:
-            self.bad_steps += 1
-            self.logger.info(f"warning: non-finite loss ({loss_v}) or gradient norm ({grad_v}) at step "
-                             f"{self.micro_step + accum}; skipping the update "
-                             f"({self.bad_steps}/{cfg.training.max_consecutive_bad_steps})")
+            self._count_bad_step(self.micro_step + accum, loss_v, grad_v, dropped_v)
             if self.scaler is not None:
                 self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.bad_steps >= cfg.training.max_consecutive_bad_steps:
-            raise TrainingDiverged(
-                f"training diverged: {self.bad_steps} consecutive steps with non-finite loss or gradients "
-                f"(training.max_consecutive_bad_steps = {cfg.training.max_consecutive_bad_steps}); "
-                "lower optimizer.lr, enable gradient clipping, or resume from an earlier checkpoint"
-            )
+        self._check_diverged()
         return {
             "metrics.loss": loss_v,
             "metrics.masked_ce": ce_v,
@@ -280,8 +288,58 @@ class Trainer:
             "metrics.grad_l2_norm": grad_v,
             "metrics.tokens": float(global_tokens),
             "metrics.data_wait_s": data_wait,
-            "metrics.skipped_step": 0.0 if finite else 1.0,
+            "metrics.skipped_step": 0.0 if finite and dropped_v == 0 else 1.0,
         }
+
+    def _finish_step_deferred(self, loss: torch.Tensor, ce: torch.Tensor, acc: torch.Tensor, grad_norm: torch.Tensor,
+                              tokens: torch.Tensor, dropped: torch.Tensor, data_wait: float) -> DeferredStats:
+        """The end of a step without a host sync: skip on the device, settle the previous step's bookkeeping."""
+        skip = (~torch.isfinite(loss) | ~torch.isfinite(grad_norm) | (dropped > 0)).float()
+        stats = DeferredStats(torch.stack([loss, ce, acc, grad_norm.float(), tokens, dropped, skip]),
+                              self.micro_step + self.cfg.training.grad_accum_steps, data_wait)
+        # This step's forward and backward are queued, so waiting for the previous step's statistics leaves
+        # the GPU busy; its scheduler step must come before this update, exactly as with the sync path.
+        self._settle_stats()
+        self._unsettled = stats
+        self.optimizer.found_inf = skip  # the fused kernel leaves weights, moments and step count as they are
+        with self.profiler.range("optimizer_step"):
+            self.parallel.optimizer_step(self.optimizer, None)
+        self.optimizer.zero_grad(set_to_none=True)
+        return stats
+
+    def _settle_stats(self) -> None:
+        """Bookkeeping of a deferred step (scheduler, bad-step count): once, in order, before the next update."""
+        stats, self._unsettled = self._unsettled, None
+        if stats is None or stats.settled:
+            return
+        stats.settled = True
+        if stats["metrics.skipped_step"] == 0:
+            self.scheduler.step()
+            self.bad_steps = 0
+        else:
+            self._count_bad_step(stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"],
+                                 stats["metrics.dropped_masked"])
+            self._check_diverged()
+
+    def _count_bad_step(self, step: int, loss_v: float, grad_v: float, dropped_v: float) -> None:
+        cfg = self.cfg
+        if dropped_v > 0:  # not divergence: a masked count beyond the static capacity (odds below 1e-15)
+            self.logger.info(f"warning: {int(dropped_v)} masked positions beyond the static head capacity at step "
+                             f"{step}; skipping the update rather than scoring fewer tokens")
+            return
+        self.bad_steps += 1
+        self.logger.info(f"warning: non-finite loss ({loss_v}) or gradient norm ({grad_v}) at step "
+                         f"{step}; skipping the update "
+                         f"({self.bad_steps}/{cfg.training.max_consecutive_bad_steps})")
+
+    def _check_diverged(self) -> None:
+        cfg = self.cfg
+        if self.bad_steps >= cfg.training.max_consecutive_bad_steps:
+            raise TrainingDiverged(
+                f"training diverged: {self.bad_steps} consecutive steps with non-finite loss or gradients "
+                f"(training.max_consecutive_bad_steps = {cfg.training.max_consecutive_bad_steps}); "
+                "lower optimizer.lr, enable gradient clipping, or resume from an earlier checkpoint"
+            )
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
@@ -327,6 +385,7 @@ class Trainer:
         previous_handlers = self._install_signal_handlers()
         window_t0, window_tokens = time.perf_counter(), 0.0
         saved_at = -1
+        unread: collections.deque[Any] = collections.deque()  # step stats not yet read (deferred on CUDA)
         try:
             while self.micro_step < cfg.training.max_train_iteration and self._stop_signal is None:
                 prev = self.micro_step
@@ -335,11 +394,24 @@ class Trainer:
                 with self.profiler.range("train_step"):
                     stats = self._train_step()
                 self.micro_step += accum
-                window_tokens += stats["metrics.tokens"]
-                losses.append((self.micro_step, stats["metrics.loss"]))
-                progress.update(self.micro_step, loss=stats["metrics.loss"])
+                unread.append(stats)
+                # A deferred step is read once the GPU has finished it, or at once where the loop needs it
+                # (logging, validation, samples, checkpoints, the end): never a wait in the middle of a stretch.
+                needed = (self._stop_signal is not None or self.micro_step >= cfg.training.max_train_iteration
+                          or any(_crossed(prev, self.micro_step, every) for every in (
+                              cfg.training.log_freq_iteration, cfg.training.val_freq_iteration,
+                              cfg.training.sample_freq_iteration or 10**18, cfg.checkpoint.save_freq_iteration)))
+                if needed and self.defer_stats:
+                    self._settle_stats()
+                while unread and (needed or getattr(unread[0], "ready", True)):
+                    done = unread.popleft()
+                    step_of = getattr(done, "step", self.micro_step)
+                    window_tokens += done["metrics.tokens"]
+                    losses.append((step_of, done["metrics.loss"]))
+                    progress.update(step_of, loss=done["metrics.loss"])
                 if _crossed(prev, self.micro_step, cfg.training.log_freq_iteration) or \
                         self.micro_step >= cfg.training.max_train_iteration:
+                    stats = dict(stats)
                     elapsed = time.perf_counter() - window_t0
                     stats["metrics.tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
                     window_t0, window_tokens = time.perf_counter(), 0.0
