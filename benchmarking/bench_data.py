@@ -6,32 +6,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from benchmarking.common import SHARED_TINYSTORIES, cpu_description, git_commit, stream_local_jsonl
 from config import add_config_arguments, config_from_args
-
-DEFAULT_JSONL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinystories" / "train.jsonl"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_description() -> dict[str, Any]:
-    return {"kind": "cpu", "cpu_count": os.cpu_count(), "machine": platform.machine(),
-            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
 
 
 def measure(stream: Any, batches: int, warmup: int) -> dict[str, float]:
@@ -50,7 +32,7 @@ def measure(stream: Any, batches: int, warmup: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusionlm-bench-data", description=__doc__)
     add_config_arguments(parser, "train.toml")
-    parser.add_argument("--jsonl", default=str(DEFAULT_JSONL),
+    parser.add_argument("--jsonl", default=str(SHARED_TINYSTORIES),
                         help="local jsonl for the streaming case (default: the shared TinyStories sample; "
                         "the built-in corpus when it is missing)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 2], help="num_workers values to compare")
@@ -64,11 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from diffusionlm.data.make_shards import make_shards
     from diffusionlm.tokenizer import build_tokenizer, tokenizer_sha256
 
-    if Path(args.jsonl).is_file():
-        cfg.data.data_files, cfg.data.source = [args.jsonl], "files"
-    else:
+    if not stream_local_jsonl(cfg, args.jsonl):
         print(f"note: {args.jsonl} not found, streaming the built-in corpus", file=sys.stderr)
-        cfg.data.source = "builtin"
     try:
         t0 = time.perf_counter()
         tok = build_tokenizer(cfg)
@@ -92,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "data",
         "date": datetime.date.today().isoformat(),
         "git_commit": git_commit(),
-        "device": device_description(),
+        "device": cpu_description(),
         "config": {
             "source": "files" if cfg.data.source == "files" else "builtin",
             "data_files": cfg.data.data_files, "batch_size": cfg.data.batch_size,

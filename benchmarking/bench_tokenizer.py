@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarking.bench_data import DEFAULT_JSONL, device_description, git_commit
+from benchmarking.common import SHARED_TINYSTORIES, cpu_description, git_commit, stream_local_jsonl
 from config import add_config_arguments, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusionlm-bench-tokenizer", description=__doc__)
     add_config_arguments(parser, "train.toml")
-    parser.add_argument("--jsonl", default=str(DEFAULT_JSONL),
+    parser.add_argument("--jsonl", default=str(SHARED_TINYSTORIES),
                         help="documents to train and encode (default: the shared TinyStories sample; "
                         "the built-in corpus when it is missing)")
     parser.add_argument("--docs", type=int, default=4000, help="documents used")
@@ -29,10 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusionlm.data import DataError, iter_texts
     from diffusionlm.tokenizer import train_tokenizer
 
-    if Path(args.jsonl).is_file():
-        cfg.data.data_files, cfg.data.source = [args.jsonl], "files"
-    else:
-        cfg.data.source = "builtin"
+    stream_local_jsonl(cfg, args.jsonl)
     try:
         docs = list(itertools.islice(iter_texts(cfg, "train"), args.docs))
     except DataError as e:
@@ -58,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tokenizer",
         "date": datetime.date.today().isoformat(),
         "git_commit": git_commit(),
-        "device": device_description(),
+        "device": cpu_description(),
         "config": {"source": cfg.data.source, "data_files": cfg.data.data_files, "docs": len(docs),
                    "bytes": n_bytes, "vocab_size": cfg.tokenizer.vocab_size,
                    "min_frequency": cfg.tokenizer.min_frequency},

@@ -118,3 +118,21 @@ def write_result(record: dict[str, Any], path: str | Path, bench: str, device: s
     tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+# The shared TinyStories sample beside the checkout (never copied into the repository).
+SHARED_TINYSTORIES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tinystories" / "train.jsonl"
+
+
+def cpu_description() -> dict[str, Any]:
+    return {"kind": "cpu", "cpu_count": os.cpu_count(), "machine": platform.machine(),
+            "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def stream_local_jsonl(cfg: Any, jsonl: str | Path) -> bool:
+    """Point `cfg.data` at a local jsonl file when it exists (True), else at the built-in corpus (False)."""
+    if Path(jsonl).is_file():
+        cfg.data.data_files, cfg.data.source = [str(jsonl)], "files"
+        return True
+    cfg.data.source = "builtin"
+    return False
