@@ -275,7 +275,9 @@ class Config(Section):
                 f"inference.total_length ({self.inference.total_length}) must not exceed "
                 f"model.context_length ({self.model.context_length})"
             )
-        if self.tokenizer.path is None and self.tokenizer.vocab_size > self.model.vocab_size:
+        # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
+        trains_one = self.tokenizer.path is None and self.data.source != "shards"
+        if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:
             raise ValueError(
                 f"tokenizer.vocab_size ({self.tokenizer.vocab_size}) must not exceed "
                 f"model.vocab_size ({self.model.vocab_size})"
