@@ -84,3 +84,44 @@ def test_row_cross_entropy_matches_torch_with_masked_out_column(dtype):
     assert (b.grad[:, 3] == 0).all()
     tol = 1e-6 if dtype == torch.float32 else 1e-2
     torch.testing.assert_close(b.grad.double(), a.grad.double(), rtol=tol, atol=tol)
+
+
+def test_static_capacity_path_matches_exact_path_and_bounds_the_count():
+    model, objective = _setup()
+    exact = CompiledMaskedLoss(objective, model, compile=False, static_shapes=False)
+    static = CompiledMaskedLoss(objective, model, compile=False, static_shapes=True)
+    batch = {"input_ids": torch.randint(5, 300, (8, 32))}
+    cap = static.capacity(8, 32)
+    assert 0.5 * 8 * 32 < cap < 8 * 32  # tighter than every position, above the mean
+    for seed in range(4):
+        loss_a, m_a = exact(batch, torch.Generator().manual_seed(seed), 200.0)
+        loss_b, m_b = static(batch, torch.Generator().manual_seed(seed), 200.0)
+        torch.testing.assert_close(loss_b, loss_a, rtol=1e-6, atol=1e-6)
+        for key in ("masked_ce", "masked_acc", "num_masked"):
+            torch.testing.assert_close(m_b[key].float(), m_a[key].float(), rtol=1e-6, atol=1e-6)
+        assert int(m_b["num_masked"]) <= cap and int(m_b["num_dropped"]) == 0
+
+
+def test_overflow_beyond_capacity_is_reported_not_hidden():
+    model, objective = _setup()
+    static = CompiledMaskedLoss(objective, model, compile=False, static_shapes=True)
+    static._capacity[(8, 32)] = 3  # force a capacity far below the masked count
+    _, m = static({"input_ids": torch.randint(5, 300, (8, 32))}, torch.Generator().manual_seed(0), 200.0)
+    assert int(m["num_dropped"]) == int(m["num_masked"]) - 3 > 0
+
+
+def test_static_shapes_need_antithetic_times():
+    model, objective = _setup()
+    objective.antithetic = False
+    assert CompiledMaskedLoss(objective, model, compile=False).static_shapes is False
+    with pytest.raises(ValueError, match="antithetic"):
+        CompiledMaskedLoss(objective, model, compile=False, static_shapes=True)
+
+
+def test_deferred_stats_read_names_and_values():
+    from diffusionlm.training.step import STAT_NAMES, DeferredStats
+
+    stats = DeferredStats(torch.arange(len(STAT_NAMES), dtype=torch.float32), step=7, data_wait_s=0.5)
+    assert stats.ready and stats.step == 7
+    assert stats["metrics.loss"] == 0.0 and stats["metrics.tokens"] == 4.0 and stats["metrics.skipped_step"] == 6.0
+    assert dict(stats)["metrics.data_wait_s"] == 0.5
