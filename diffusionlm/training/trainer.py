@@ -22,15 +22,17 @@ from config.schema import Config
 from diffusionlm.diffusion import MDLMObjective
 from diffusionlm.models import DiffusionTransformer
 from diffusionlm.training import checkpoint as ckpt
+from diffusionlm.training.checkpoint import CheckpointError
 from diffusionlm.training.export import export_final
 from diffusionlm.training.norms import ActivationNorms, weight_norms
 from diffusionlm.training.optim import group_names, make_scheduler
 from diffusionlm.training.parallel import SingleProcess
 from diffusionlm.training.precision import resolve_precision, select_device
-from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
+from diffusionlm.training.rng import seed_everything
 from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
 from diffusionlm.training.step import DeferredStats
+from diffusionlm.training.trainer_checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
 
 
 class TrainingError(RuntimeError):
@@ -159,59 +161,13 @@ class Trainer:
 
     # ---------------------------------------------------------------- checkpoints
     def save_checkpoint(self) -> Path:
-        par = self.parallel
-        with self.profiler.range("checkpoint"):
-            tmp = ckpt.temp_dir_for(self.run.checkpoints, self.micro_step)
-            if par.is_main:
-                ckpt.begin_save(self.run.checkpoints, self.micro_step)
-            par.barrier()
-            ckpt.write_rank_state(tmp, par.rank, capture_rng_state(self.generator), self.stream.state_dict())
-            par.save_optimizer(self.optimizer, tmp)
-            if par.is_main:
-                torch.save(self.raw_model.state_dict(), tmp / "model.pt")
-                torch.save({
-                    "micro_step": self.micro_step,
-                    "bad_steps": self.bad_steps,
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-                }, tmp / "trainer.pt")
-                (tmp / "config.toml").write_text(config_to_toml(self.cfg))
-                (tmp / "tokenizer.json").write_bytes(self.run.tokenizer.read_bytes())
-            par.barrier()
-            final = ckpt.temp_dir_for(self.run.checkpoints, self.micro_step).with_name(f"step_{self.micro_step}")
-            if par.is_main:
-                ckpt.finish_save(tmp, self.micro_step, par.world_size, self.cfg.checkpoint.keep_last)
-                if self.cfg.wandb.log_checkpoints:
-                    self.logger.log_artifact(final, f"{self.run_name}-step{self.micro_step}", "model")
-            par.barrier()
-        return final
+        return save_trainer_checkpoint(self)
 
     def _load_checkpoint(self, path: Path) -> None:
-        par = self.parallel
-        meta = ckpt.read_meta(path)
-        self.raw_model.load_state_dict(torch.load(path / "model.pt", map_location=self.device, weights_only=True))
         try:
-            par.load_optimizer(self.optimizer, path)
-        except (ValueError, FileNotFoundError) as e:
-            raise TrainingError(f"cannot resume from {path}: {e}") from None
-        state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
-        self.micro_step = state["micro_step"]
-        self.bad_steps = state["bad_steps"]
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        same_world = meta["world_size"] == par.world_size
-        rng = ckpt.load_rank_file(path, "rng", par.rank) if same_world else None
-        data = ckpt.load_rank_file(path, "data", par.rank) if same_world else None
-        if rng is not None:
-            restore_rng_state(rng, self.generator)
-        if data is not None:
-            self.stream.load_state_dict(data)
-        else:
-            self.logger.info(
-                f"warning: checkpoint written by {meta['world_size']} ranks, resuming on {par.world_size}: "
-                "model and optimizer restored exactly; data order and RNG streams restart"
-            )
+            load_trainer_checkpoint(self, path)
+        except CheckpointError as e:
+            raise TrainingError(str(e)) from None
 
     # ---------------------------------------------------------------- steps
     def _next_batch(self) -> dict[str, torch.Tensor]:
