@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarking.common import SHARED_TINYSTORIES, cpu_description, git_commit, stream_local_jsonl
+from benchmarking.common import SHARED_TINYSTORIES, cpu_description, display_paths, git_commit, stream_local_jsonl
 from config import add_config_arguments, config_from_args
 
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         "device": cpu_description(),
         "config": {
             "source": "files" if cfg.data.source == "files" else "builtin",
-            "data_files": cfg.data.data_files, "batch_size": cfg.data.batch_size,
+            "data_files": display_paths(cfg.data.data_files), "batch_size": cfg.data.batch_size,
             "context_length": cfg.model.context_length, "packing": cfg.data.packing,
             "shuffle_buffer_size": cfg.data.shuffle_buffer_size,
             "tokenize_batch_size": cfg.data.tokenize_batch_size,

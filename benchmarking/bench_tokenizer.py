@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarking.common import SHARED_TINYSTORIES, cpu_description, git_commit, stream_local_jsonl
+from benchmarking.common import SHARED_TINYSTORIES, cpu_description, display_paths, git_commit, stream_local_jsonl
 from config import add_config_arguments, config_from_args
 
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": datetime.date.today().isoformat(),
         "git_commit": git_commit(),
         "device": cpu_description(),
-        "config": {"source": cfg.data.source, "data_files": cfg.data.data_files, "docs": len(docs),
+        "config": {"source": cfg.data.source, "data_files": display_paths(cfg.data.data_files), "docs": len(docs),
                    "bytes": n_bytes, "vocab_size": cfg.tokenizer.vocab_size,
                    "min_frequency": cfg.tokenizer.min_frequency},
         "train": {"seconds": round(train_s, 3), "bytes_per_s": round(n_bytes / train_s, 1)},

@@ -129,6 +129,12 @@ def cpu_description() -> dict[str, Any]:
             "processor": platform.processor() or platform.machine(), "python": platform.python_version()}
 
 
+def display_paths(paths: list[str]) -> list[str]:
+    """Paths as results record them: relative to the checkout, so no machine's layout is committed."""
+    root = Path(__file__).resolve().parents[1]
+    return [os.path.relpath(Path(p).resolve(), root) for p in paths]
+
+
 def stream_local_jsonl(cfg: Any, jsonl: str | Path) -> bool:
     """Point `cfg.data` at a local jsonl file when it exists (True), else at the built-in corpus (False)."""
     if Path(jsonl).is_file():
