@@ -89,15 +89,22 @@ class DDPContext(SingleProcess):
             find_unused_parameters=self.cfg.find_unused_parameters,
         )
 
-    def build_optimizer(self, model: nn.Module, opt_cfg: OptimizerConfig) -> tuple[torch.optim.Optimizer,
-                                                                                    list[ParamGroup]]:
+    def build_optimizer(self, model: nn.Module, opt_cfg: OptimizerConfig, compiled: bool = False,
+                        ) -> tuple[torch.optim.Optimizer, list[ParamGroup]]:
         groups = param_groups(model, opt_cfg)
         self._groups = groups
         self._name_of = {id(p): n for g in groups for p, n in zip(g.params, g.param_names)}
         if self.cfg.shard_optimizer_state:
-            return OptimizerStateSharding(groups, opt_cfg, self.rank, self.world_size,
-                                          bucket_cap_mb=self.cfg.bucket_cap_mb), groups
+            sharded = OptimizerStateSharding(groups, opt_cfg, self.rank, self.world_size,
+                                             bucket_cap_mb=self.cfg.bucket_cap_mb)
+            if not compiled:
+                sharded.defer_parameter_sync(model)
+            return sharded, groups
         return make_optimizer(groups, opt_cfg), groups
+
+    def settle_parameters(self, optimizer: torch.optim.Optimizer) -> None:
+        if isinstance(optimizer, OptimizerStateSharding):
+            optimizer.finish_parameter_sync()
 
     @contextlib.contextmanager
     def no_sync(self, model: nn.Module) -> Iterator[None]:
@@ -135,6 +142,7 @@ class DDPContext(SingleProcess):
             write_shard(directory, self.rank, self.world_size, state, names)
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer, directory: Path) -> None:
+        self.settle_parameters(optimizer)  # nothing in flight may overwrite what is loaded
         if isinstance(optimizer, OptimizerStateSharding):
             state = read_state(directory, self.rank, optimizer.owned_names, self._groups)
             optimizer.load_state_dict(state)

@@ -74,6 +74,9 @@ class OptimizerStateSharding(torch.optim.Optimizer):
         full = [dict(_hyperparameters(tg), params=list(g.params)) for tg, g in zip(template.param_groups, groups)]
         super().__init__(full, defaults={})
         self._broadcast_plan = self._plan_broadcasts(flat)
+        self._bucket_of = {id(p): i for i, (_, params) in enumerate(self._broadcast_plan) for p in params}
+        self._pending: dict[int, tuple[Any, torch.Tensor]] = {}  # bucket -> (work, buffer) still in flight
+        self._sync_hooks: list[Any] = []
 
     # ---------------------------------------------------------------- stepping
     def _plan_broadcasts(self, flat: list[tuple[nn.Parameter, str]]) -> list[tuple[int, list[nn.Parameter]]]:
@@ -94,7 +97,9 @@ class OptimizerStateSharding(torch.optim.Optimizer):
                     size += p.numel() * p.element_size()
                 if bucket:
                     plan.append((r, bucket))
-        return plan
+        # Earliest-used parameters first: with deferred sync the first layers' buckets arrive first.
+        position = {id(p): i for i, (p, _) in enumerate(flat)}
+        return sorted(plan, key=lambda item: min(position[id(p)] for p in item[1]))
 
     def _sync_hyperparameters(self) -> None:
         if self.local is None:
@@ -104,29 +109,56 @@ class OptimizerStateSharding(torch.optim.Optimizer):
                 if key != "params" and key in full:
                     local[key] = full[key]
 
+    def defer_parameter_sync(self, model: nn.Module) -> None:
+        """Wait for each parameter's broadcast only when its module next runs forward, so the broadcasts
+        after a step overlap the next forward instead of stalling before it. Not for compiled models: the
+        waits would sit inside traced code."""
+        for module in model.modules():
+            buckets = sorted({self._bucket_of[id(p)] for p in module.parameters(recurse=False)
+                              if id(p) in self._bucket_of})
+            if buckets:
+                self._sync_hooks.append(module.register_forward_pre_hook(
+                    lambda _module, _args, wanted=tuple(buckets): self._finish(wanted)))
+
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:
+        self.finish_parameter_sync()  # a bucket no forward asked for (or a step without forward)
         self._sync_hyperparameters()
         if self.local is not None:
             self.local.step()
         self.broadcast_parameters()
+        if not self._sync_hooks:
+            self.finish_parameter_sync()
 
     @torch.no_grad()
     def broadcast_parameters(self) -> None:
-        """Every parameter from its owner: all buckets launched asynchronously, then waited on."""
+        """Launch every bucket's broadcast from its owner; `_finish` waits and copies into non-owners."""
         if self.world_size == 1:
             return
-        pending = []
-        for owner, params in self._broadcast_plan:
-            buf = _flatten_dense_tensors([p.detach() for p in params])
+        for i, (owner, params) in enumerate(self._broadcast_plan):
+            if owner == self.rank:
+                buf = _flatten_dense_tensors([p.detach() for p in params])
+            else:  # overwritten by the broadcast: no need to pack stale values
+                buf = torch.empty(sum(p.numel() for p in params), dtype=params[0].dtype, device=params[0].device)
             src = dist.get_global_rank(self.process_group, owner) if self.process_group is not None else owner
-            work = dist.broadcast(buf, src=src, group=self.process_group, async_op=True)
-            pending.append((work, owner, buf, params))
-        for work, owner, buf, params in pending:
-            work.wait()
+            self._pending[i] = (dist.broadcast(buf, src=src, group=self.process_group, async_op=True), buf)
+
+    @torch.no_grad()
+    def _finish(self, buckets: tuple[int, ...] | list[int]) -> None:
+        for i in buckets:
+            entry = self._pending.pop(i, None)
+            if entry is None:
+                continue
+            work, buf = entry
+            work.wait()  # orders the current stream after the broadcast; the host does not block on CUDA
+            owner, params = self._broadcast_plan[i]
             if owner != self.rank:
                 for p, synced in zip(params, _unflatten_dense_tensors(buf, params)):
                     p.copy_(synced)
+
+    def finish_parameter_sync(self) -> None:
+        """Every parameter up to date on every rank (before reading weights outside a forward)."""
+        self._finish(list(self._pending))
 
     # ---------------------------------------------------------------- state
     def local_state_bytes(self) -> int:

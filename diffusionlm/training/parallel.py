@@ -29,10 +29,14 @@ class SingleProcess:
     def wrap_model(self, model: nn.Module) -> nn.Module:
         return model
 
-    def build_optimizer(self, model: nn.Module, opt_cfg: OptimizerConfig) -> tuple[torch.optim.Optimizer,
-                                                                                    list[ParamGroup]]:
+    def build_optimizer(self, model: nn.Module, opt_cfg: OptimizerConfig, compiled: bool = False,
+                        ) -> tuple[torch.optim.Optimizer, list[ParamGroup]]:
+        """`compiled`: the model runs under torch.compile (no module hooks may wait on communication)."""
         groups = param_groups(model, opt_cfg)
         return make_optimizer(groups, opt_cfg), groups
+
+    def settle_parameters(self, optimizer: torch.optim.Optimizer) -> None:
+        """Finish any parameter communication still in flight, before weights are read outside a forward."""
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:

@@ -124,7 +124,7 @@ class Trainer:
         compile_model = cfg.training.compile and not fused_loss
         self.model = par.wrap_model(torch.compile(self.raw_model) if compile_model else self.raw_model)
         self.loss_step = CompiledMaskedLoss(self.objective, self.model, cfg.training.compile) if fused_loss else None
-        self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer)
+        self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer, compiled=cfg.training.compile)
         self.group_names = group_names(self.groups)
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps)
@@ -388,6 +388,7 @@ class Trainer:
             if saved_at != self.micro_step:
                 self.save_checkpoint()
             if not interrupted:
+                par.settle_parameters(self.optimizer)
                 if par.is_main:
                     export_final(self.raw_model, cfg, self.run.tokenizer, self.run.final)
                     if cfg.training.num_samples > 0:
@@ -410,6 +411,7 @@ class Trainer:
         if self.act_norms is not None:
             metrics.update(self.act_norms.collect())
         if self.cfg.logging.log_weight_norms:
+            self.parallel.settle_parameters(self.optimizer)
             metrics.update(weight_norms(self.raw_model))
         metrics.pop("metrics.tokens", None)
         self.logger.log(metrics, step=self.micro_step)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 def save_trainer_checkpoint(trainer: Trainer) -> Path:
     """Write the trainer's complete state as checkpoint `step_<micro_step>` (every rank takes part)."""
     par = trainer.parallel
+    par.settle_parameters(trainer.optimizer)
     with trainer.profiler.range("checkpoint"):
         tmp = ckpt.temp_dir_for(trainer.run.checkpoints, trainer.micro_step)
         if par.is_main:

@@ -125,6 +125,7 @@ class Run:
 
     def save(self, directory: Path) -> None:
         """What a trainer checkpoint holds of model and optimizer (same files, same roles per rank)."""
+        self.par.settle_parameters(self.optimizer)  # as the trainer does before reading weights
         if self.par.is_main:
             directory.mkdir(parents=True, exist_ok=True)
         self.par.barrier()
@@ -140,4 +141,5 @@ class Run:
         self.scheduler.load_state_dict(torch.load(directory / "scheduler.pt", weights_only=False))
 
     def params(self) -> dict[str, torch.Tensor]:
+        self.par.settle_parameters(self.optimizer)
         return {k: v.detach().clone() for k, v in self.raw.state_dict().items()}
