@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarking.common import SHARED_TINYSTORIES, cpu_description, display_paths, git_commit, stream_local_jsonl
+from benchmarking.common import (
+    SHARED_TINYSTORIES,
+    cpu_description,
+    display_paths,
+    emit_report,
+    git_commit,
+    stream_local_jsonl,
+)
 from config import add_config_arguments, config_from_args
 
 
@@ -84,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "tokenizer_train_s": round(tokenizer_s, 3),
         "results": results,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    emit_report(report, args.output)
     return 0
 
 

@@ -142,3 +142,13 @@ def stream_local_jsonl(cfg: Any, jsonl: str | Path) -> bool:
         return True
     cfg.data.source = "builtin"
     return False
+
+
+def emit_report(report: dict[str, Any], output: str | None) -> None:
+    """Print a bench's JSON report, and write the same text to `output` when given."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(text + "\n", encoding="utf-8")
+
