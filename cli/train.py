@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from config import add_config_arguments, config_from_args
+
+if TYPE_CHECKING:  # the training stack is imported only once a run starts (fast --help)
+    from config.schema import Config
+    from diffusionlm.training.parallel import SingleProcess
 
 
 def build_parser(prog: str = "diffusionlm-train", default_resource: str = "train.toml") -> argparse.ArgumentParser:
@@ -16,7 +21,7 @@ def build_parser(prog: str = "diffusionlm-train", default_resource: str = "train
     return parser
 
 
-def run_training(cfg, resume: str | None, parallel=None) -> int:
+def run_training(cfg: Config, resume: str | None, parallel: SingleProcess | None = None) -> int:
     """Run and map the known failures to exit codes: 2 for bad input, 1 for a diverged run."""
     from diffusionlm.data import DataError
     from diffusionlm.tokenizer import TokenizerError
