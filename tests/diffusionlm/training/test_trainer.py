@@ -129,3 +129,19 @@ def test_muon_run_logs_group_lrs_and_norms_to_wandb_offline(tmp_path: Path, monk
         assert key in last, key
     assert last["metrics.lr/hidden"] > last["metrics.lr/embed"]
     assert list(result.run_dir.rglob("*.wandb")), "an offline wandb run was written"
+
+
+def test_profiling_on_leaves_losses_unchanged_and_writes_the_window_trace(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    base = ["training.max_train_iteration=6", "training.skip_validation=true", "training.num_samples=0"]
+    plain = Trainer(_cfg(tmp_path, *base, "logging.run_name=plain")).fit()
+    monkeypatch.setenv("DIFFUSIONLM_NVTX", "1")
+    monkeypatch.setenv("DIFFUSIONLM_NVTX_LEVEL", "fine")
+    traced_trainer = Trainer(_cfg(tmp_path, *base, "logging.run_name=traced", "profiling.start_step=2",
+                                  "profiling.stop_step=4", "profiling.torch_trace=true"))
+    traced = traced_trainer.fit()
+    assert [loss for _, loss in traced.losses] == [loss for _, loss in plain.losses]
+    assert traced_trainer.profiler.window_events == [("start", 2), ("stop", 4)]
+    trace = json.loads((traced.run_dir / "profile" / "trace_step2-4.json").read_text())
+    names = {e.get("name") for e in trace["traceEvents"]}
+    assert {"train_step", "forward", "backward", "optimizer_step"} <= names
