@@ -116,10 +116,6 @@ class DDPContext(SingleProcess):
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return tensor
-
     def barrier(self) -> None:
         if self.backend == "nccl":
             dist.barrier(device_ids=[self.device.index])

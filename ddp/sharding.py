@@ -61,7 +61,6 @@ class OptimizerStateSharding(torch.optim.Optimizer):
         flat = [(p, name) for g in groups for p, name in zip(g.params, g.param_names)]
         slots = [state_slots(g.name) for g in groups for _ in g.params]
         self.owners = assign_owners([p.numel() * k for (p, _), k in zip(flat, slots)], world_size)
-        self.owner_of = {name: r for (_, name), r in zip(flat, self.owners)}
         self.name_of = {id(p): name for p, name in flat}
         self.owned_names = [name for (_, name), r in zip(flat, self.owners) if r == rank]
         owned = set(self.owned_names)

@@ -53,9 +53,6 @@ class SingleProcess:
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor
 
-    def all_reduce_max(self, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor
-
     def barrier(self) -> None:
         pass
 
