@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.diffusionlm.training.conftest import TINY
+from tests.process_env import REPRODUCIBLE_ENV
 
 # Small enough for CI, slow enough per step (~tens of ms) that a kill lands mid-run.
 KILLABLE = [*TINY, "model.d_model=96", "model.context_length=128", "data.batch_size=16", "inference.total_length=64",
@@ -44,11 +45,11 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     n = 12
     common = [*KILLABLE, f"training.max_train_iteration={2 * n}", f"checkpoint.save_freq_iteration={n}"]
     full = subprocess.run(_cmd("cli.train", *_sets([*common, "logging.run_name=full"])), cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=REPRODUCIBLE_ENV)
     assert full.returncode == 0, full.stderr
 
     proc = subprocess.Popen(_cmd("cli.train", *_sets([*common, "logging.run_name=cut"])), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=REPRODUCIBLE_ENV)
     ckpt_n = tmp_path / "runs" / "cut" / "checkpoints" / f"step_{n}"
     deadline = time.monotonic() + 240
     while not (ckpt_n / "meta.json").exists():
@@ -61,7 +62,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path: Path) -> None:
     assert not (tmp_path / "runs" / "cut" / "final").exists(), "the kill must land before the run ends"
 
     resumed = subprocess.run(_cmd("cli.train", *_sets([*common, "logging.run_name=cut"]), "--resume", "auto"),
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300, env=REPRODUCIBLE_ENV)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stderr
     full_losses, cut_losses = _losses(tmp_path / "runs" / "full"), _losses(tmp_path / "runs" / "cut")

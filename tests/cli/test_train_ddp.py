@@ -15,6 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests.process_env import REPRODUCIBLE_ENV
+
 STEPS, LOG_EVERY, SAVE_EVERY = 120, 10, 20
 TINY_RUN = [
     f"--set={s}" for s in (
@@ -47,7 +49,7 @@ def reference_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpr
     """One uninterrupted run through the console script, which launches its own 2 workers."""
     cwd = tmp_path_factory.mktemp("standalone")
     done = subprocess.run(["diffusionlm-train-ddp", *TINY_RUN], cwd=cwd, capture_output=True, text=True,
-                          timeout=240)
+                          timeout=240, env=REPRODUCIBLE_ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     (run_dir,) = (cwd / "runs").iterdir()  # the launcher named the run once for both workers
     return run_dir, done
@@ -74,7 +76,7 @@ def test_sigkilled_worker_is_restarted_and_resumes_without_lost_or_repeated_step
                                                                                    reference_run) -> None:
     run_dir = tmp_path / "runs" / "killed"
     # as the README says for torchrun with restarts: a fresh rendezvous store per attempt
-    env = dict(os.environ, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
+    env = dict(REPRODUCIBLE_ENV, TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1")
     proc = subprocess.Popen(_torchrun("-m", "cli.train_ddp", *TINY_RUN, "--set=logging.run_name=killed", restarts=1),
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
