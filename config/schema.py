@@ -172,6 +172,9 @@ class TrainingConfig(Section):
     seed: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: bool = False
+    deferred_stats: Literal["auto", "on", "off"] = Field(
+        "auto", description="read each step's loss/grad-norm one step late, skipping bad steps on the device, so "
+        "the host never waits for the GPU; needs fused AdamW. auto = on CUDA")
     max_consecutive_bad_steps: int = Field(5, gt=0)
     sample_freq_iteration: int = Field(0, ge=0, description="micro-steps between sample dumps; 0 = at end only")
     num_samples: int = Field(2, ge=0)

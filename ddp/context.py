@@ -102,6 +102,11 @@ class DDPContext(SingleProcess):
             return sharded, groups
         return make_optimizer(groups, opt_cfg), groups
 
+    def skips_on_device(self, optimizer: torch.optim.Optimizer) -> bool:
+        if isinstance(optimizer, OptimizerStateSharding):
+            return optimizer.skips_on_found_inf
+        return super().skips_on_device(optimizer)
+
     def settle_parameters(self, optimizer: torch.optim.Optimizer) -> None:
         if isinstance(optimizer, OptimizerStateSharding):
             optimizer.finish_parameter_sync()

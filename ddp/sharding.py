@@ -70,6 +70,8 @@ class OptimizerStateSharding(torch.optim.Optimizer):
         self.local = make_optimizer(local_groups, opt_cfg) if owned else None
         # A state-free optimizer over everything gives the hyperparameters of each full group.
         template = make_optimizer(groups, opt_cfg)
+        # The same on every rank (a rank that owns nothing has no local optimizer to ask).
+        self.skips_on_found_inf = isinstance(template, torch.optim.AdamW) and bool(template.defaults.get("fused"))
         full = [dict(_hyperparameters(tg), params=list(g.params)) for tg, g in zip(template.param_groups, groups)]
         super().__init__(full, defaults={})
         self._broadcast_plan = self._plan_broadcasts(flat)
@@ -124,6 +126,9 @@ class OptimizerStateSharding(torch.optim.Optimizer):
         self.finish_parameter_sync()  # a bucket no forward asked for (or a step without forward)
         self._sync_hyperparameters()
         if self.local is not None:
+            # A skipped step (trainer's deferred statistics) leaves the owned parameters as they are; the
+            # broadcasts below then carry unchanged values, so every rank still agrees.
+            self.local.found_inf = getattr(self, "found_inf", None)
             self.local.step()
         self.broadcast_parameters()
         if not self._sync_hooks:

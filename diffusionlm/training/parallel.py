@@ -38,6 +38,11 @@ class SingleProcess:
     def settle_parameters(self, optimizer: torch.optim.Optimizer) -> None:
         """Finish any parameter communication still in flight, before weights are read outside a forward."""
 
+    def skips_on_device(self, optimizer: torch.optim.Optimizer) -> bool:
+        """Whether setting `optimizer.found_inf` to a nonzero device tensor turns its step into a no-op on the
+        device (weights, moments and step count untouched): torch's fused AdamW does, on CUDA and the CPU."""
+        return isinstance(optimizer, torch.optim.AdamW) and bool(optimizer.defaults.get("fused"))
+
     def optimizer_step(self, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
         if scaler is not None:
             scaler.step(optimizer)

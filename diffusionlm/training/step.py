@@ -172,7 +172,7 @@ class CompiledMaskedLoss:
         return loss, metrics
 
 
-STAT_NAMES = ("loss", "masked_ce", "masked_acc", "grad_l2_norm", "tokens", "dropped", "skipped")
+STAT_NAMES = ("loss", "masked_ce", "masked_acc", "grad_l2_norm", "tokens", "dropped", "skipped", "stop")
 
 
 class DeferredStats(Mapping[str, float]):
@@ -191,6 +191,7 @@ class DeferredStats(Mapping[str, float]):
             self._event.record()
         self._data_wait_s = data_wait_s
         self._values: dict[str, float] | None = None
+        self._stop = False
 
     @property
     def ready(self) -> bool:
@@ -206,7 +207,14 @@ class DeferredStats(Mapping[str, float]):
             self._values["metrics.data_wait_s"] = self._data_wait_s
             self._values["metrics.skipped_step"] = raw["skipped"]
             self._values["metrics.dropped_masked"] = raw["dropped"]
+            self._stop = raw["stop"] > 0
         return self._values
+
+    @property
+    def stop_requested(self) -> bool:
+        """Some rank had received a stop signal when this step was queued."""
+        self._resolve()
+        return self._stop
 
     def __getitem__(self, key: str) -> float:
         return self._resolve()[key]

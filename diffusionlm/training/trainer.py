@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import math
 import signal
 import time
@@ -65,7 +66,11 @@ class Trainer:
         self.precision = resolve_precision(cfg.training.precision, self.device)
         self.micro_step = 0
         self.bad_steps = 0
-        self._stop_signal: int | None = None
+        self._stop_signal: int | None = None  # a signal this process received
+        # The stop every rank agrees on: taken from the all-reduced flags of one step, so all ranks leave the
+        # loop after the same step (a rank acting on its own signal would leave the others in a collective).
+        self._stop_agreed: int | None = None
+        self._steps_taken = 0  # by this process (not restored on resume)
         self._setup_run_dir()
 
     # ---------------------------------------------------------------- setup
@@ -129,13 +134,7 @@ class Trainer:
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps)
         self.scaler = self.precision.grad_scaler()
-        # One process on CUDA with fused AdamW: the step's statistics are read one step late (DeferredStats)
-        # and a bad step is skipped on the device (the fused kernel's found_inf), so the host never waits for
-        # the GPU to drain between steps. DDP (every rank must stop at the same step), Muon (no found_inf),
-        # fp16 (GradScaler owns found_inf) and the CPU keep reading each step's statistics at once.
-        self.defer_stats = (self.device.type == "cuda" and par.world_size == 1 and self.scaler is None
-                            and isinstance(self.optimizer, torch.optim.AdamW)
-                            and bool(self.optimizer.defaults.get("fused")))
+        self.defer_stats = self._use_deferred_stats()
         self._unsettled: DeferredStats | None = None
         # Per-rank randomness (masks, times) differs across ranks; weights do not.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.training.seed * 1000 + par.rank + 1)
@@ -146,6 +145,18 @@ class Trainer:
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
         self._announce()
+
+    def _use_deferred_stats(self) -> bool:
+        """Read each step's statistics one step late (DeferredStats) and skip a bad step on the device (fused
+        AdamW's found_inf), so the host never waits for the GPU to drain between steps. Under DDP the
+        statistics are all-reduced on the device first, so every rank takes the same skip and stop decisions.
+        Muon (no found_inf) and fp16 (GradScaler owns found_inf) read each step's statistics at once."""
+        mode = self.cfg.training.deferred_stats
+        possible = self.scaler is None and self.parallel.skips_on_device(self.optimizer)
+        if mode == "on" and not possible:
+            raise TrainingError("training.deferred_stats = 'on' needs fused AdamW (optimizer.optimizer_name = "
+                                "'adamw', optimizer.fused = 'on' or 'auto' on CUDA) and no fp16 GradScaler")
+        return possible and (mode == "on" or (mode == "auto" and self.device.type == "cuda"))
 
     def _announce(self) -> None:
         cfg, par = self.cfg, self.parallel
@@ -176,6 +187,12 @@ class Trainer:
 
     def _train_step(self) -> dict[str, float]:
         cfg, par = self.cfg, self.parallel
+        if self._steps_taken == 1:
+            # The first step built (and compiled) everything long-lived; moving those objects out of the
+            # collector's sight keeps its full passes short, which would otherwise stall a step now and then.
+            gc.collect()
+            gc.freeze()
+        self._steps_taken += 1
         accum = cfg.training.grad_accum_steps
         t0 = time.perf_counter()
         with self.profiler.range("data_wait"):
@@ -223,8 +240,8 @@ class Trainer:
         loss_v, ce_v, acc_v, stop_v, dropped_v = reduced.tolist()  # the one host sync of the step
         loss_v, ce_v, acc_v = loss_v / par.world_size, ce_v / par.world_size, acc_v / par.world_size
         grad_v = float(grad_norm)
-        if stop_v > 0 and self._stop_signal is None:
-            self._stop_signal = signal.SIGTERM  # another rank was asked to stop
+        if stop_v > 0:
+            self._agree_to_stop()
         finite = math.isfinite(loss_v) and (math.isfinite(grad_v) or self.scaler is not None)
         if finite and dropped_v == 0:
             with self.profiler.range("optimizer_step"):
@@ -250,8 +267,14 @@ class Trainer:
     def _finish_step_deferred(self, loss: torch.Tensor, ce: torch.Tensor, acc: torch.Tensor, grad_norm: torch.Tensor,
                               tokens: torch.Tensor, dropped: torch.Tensor, data_wait: float) -> DeferredStats:
         """The end of a step without a host sync: skip on the device, settle the previous step's bookkeeping."""
+        par = self.parallel
+        stop = torch.full((), float(self._stop_signal is not None), device=self.device)
+        # Queued on the device like the rest (no host wait); gradients are already identical across ranks, the
+        # loss, drop count and stop flags are made so here, hence one skip/stop decision for all ranks.
+        loss, ce, acc, dropped, stop = par.all_reduce_sum(torch.stack([loss, ce, acc, dropped, stop])).unbind()
+        loss, ce, acc = loss / par.world_size, ce / par.world_size, acc / par.world_size
         skip = (~torch.isfinite(loss) | ~torch.isfinite(grad_norm) | (dropped > 0)).float()
-        stats = DeferredStats(torch.stack([loss, ce, acc, grad_norm.float(), tokens, dropped, skip]),
+        stats = DeferredStats(torch.stack([loss, ce, acc, grad_norm.float(), tokens, dropped, skip, stop]),
                               self.micro_step + self.cfg.training.grad_accum_steps, data_wait)
         # This step's forward and backward are queued, so waiting for the previous step's statistics leaves
         # the GPU busy; its scheduler step must come before this update, exactly as with the sync path.
@@ -269,6 +292,8 @@ class Trainer:
         if stats is None or stats.settled:
             return
         stats.settled = True
+        if stats.stop_requested:
+            self._agree_to_stop()
         if stats["metrics.skipped_step"] == 0:
             self.scheduler.step()
             self.bad_steps = 0
@@ -276,6 +301,10 @@ class Trainer:
             self._count_bad_step(stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"],
                                  stats["metrics.dropped_masked"])
             self._check_diverged()
+
+    def _agree_to_stop(self) -> None:
+        if self._stop_agreed is None:  # this rank's own signal, or SIGTERM for a stop another rank asked for
+            self._stop_agreed = self._stop_signal or signal.SIGTERM
 
     def _count_bad_step(self, step: int, loss_v: float, grad_v: float, dropped_v: float) -> None:
         cfg = self.cfg
@@ -343,7 +372,7 @@ class Trainer:
         saved_at = -1
         unread: collections.deque[Any] = collections.deque()  # step stats not yet read (deferred on CUDA)
         try:
-            while self.micro_step < cfg.training.max_train_iteration and self._stop_signal is None:
+            while self.micro_step < cfg.training.max_train_iteration and self._stop_agreed is None:
                 prev = self.micro_step
                 for s in range(prev, prev + accum):
                     self.profiler.step(s)
@@ -353,7 +382,7 @@ class Trainer:
                 unread.append(stats)
                 # A deferred step is read once the GPU has finished it, or at once where the loop needs it
                 # (logging, validation, samples, checkpoints, the end): never a wait in the middle of a stretch.
-                needed = (self._stop_signal is not None or self.micro_step >= cfg.training.max_train_iteration
+                needed = (self._stop_agreed is not None or self.micro_step >= cfg.training.max_train_iteration
                           or any(_crossed(prev, self.micro_step, every) for every in (
                               cfg.training.log_freq_iteration, cfg.training.val_freq_iteration,
                               cfg.training.sample_freq_iteration or 10**18, cfg.checkpoint.save_freq_iteration)))
@@ -384,7 +413,7 @@ class Trainer:
                 if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration):
                     self.save_checkpoint()
                     saved_at = self.micro_step
-            interrupted = self._stop_signal is not None
+            interrupted = self._stop_agreed is not None
             if saved_at != self.micro_step:
                 self.save_checkpoint()
             if not interrupted:
@@ -395,6 +424,7 @@ class Trainer:
                         write_samples(self)
                 par.barrier()
         finally:
+            gc.unfreeze()  # what the run leaves behind becomes collectable again (several runs in one process)
             progress.close()
             self._restore_signal_handlers(previous_handlers)
             self.profiler.close()
@@ -422,6 +452,8 @@ class Trainer:
             if self._stop_signal is not None:  # a second signal: stop now
                 raise KeyboardInterrupt
             self._stop_signal = signum
+            if self.parallel.world_size == 1:  # nobody to agree with: stop after this step
+                self._stop_agreed = signum
             self.logger.info(f"received signal {signum}: finishing the step, then writing a checkpoint")
 
         previous = {}
