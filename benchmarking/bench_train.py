@@ -17,7 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarking.common import default_result_path, device_name, git_commit, peak_flops, summarize, write_result
+from benchmarking.common import (
+    GcPauses,
+    default_result_path,
+    device_name,
+    git_commit,
+    peak_flops,
+    summarize,
+    write_result,
+)
 from config import add_config_arguments, config_from_args
 
 FLOP_FORMULA = (
@@ -186,7 +194,8 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
         else:
             trainer.objective = counter
         try:
-            timed = time_steps(trainer, steps, warmup, counter)
+            with GcPauses() as gc_pauses:
+                timed = time_steps(trainer, steps, warmup, counter)
             run_untimed(trainer, profile_steps)
         finally:
             trainer.profiler.close()
@@ -219,12 +228,14 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             "grad_accum_steps": accum, "precision": precision, "compile": cfg.training.compile,
             "optimizer": cfg.optimizer.optimizer_name, "data_source": d.source,
             "masked_only_logits": cfg.diffusion.masked_only_logits, "time_conditioning": m.time_conditioning,
-            "params": n_all, "params_body": n_body,
+            "params": n_all, "params_body": n_body, "residual_in_fp32": m.residual_in_fp32,
         },
         "steps": steps,
         "warmup": warmup,
         "tokens_per_s": tokens / total_s,
         "step_ms": {k: v * 1e3 for k, v in step.items()},
+        "step_ms_each": [round(s * 1e3, 3) for s in timed["step_s"]],
+        "gc_passes": gc_pauses.summary(),  # warmup steps included
         "first_step_s": timed["first_step_s"],
         "mask_fraction": head_rows / (positions * steps),
         "flops_per_step": flops / steps,

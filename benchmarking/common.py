@@ -8,6 +8,7 @@ on one machine on one day sit side by side.
 from __future__ import annotations
 
 import datetime
+import gc
 import json
 import math
 import os
@@ -15,6 +16,7 @@ import platform
 import re
 import statistics
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -152,3 +154,30 @@ def emit_report(report: dict[str, Any], output: str | None) -> None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(text + "\n", encoding="utf-8")
 
+
+
+class GcPauses:
+    """Collector passes (generation, seconds) while active: a full pass over a compiled model's objects can
+    stall a step for tens of milliseconds, which shows as a slow outlier step."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._t0 = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._t0))
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, Any]:
+        return {f"gen{g}": {"count": sum(1 for gen, _ in self.pauses if gen == g),
+                            "max_ms": max((d * 1e3 for gen, d in self.pauses if gen == g), default=0.0)}
+                for g in (0, 1, 2)}

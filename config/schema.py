@@ -45,6 +45,9 @@ class ModelConfig(Section):
     time_conditioning: Literal["none", "adaln"] = "none"
     causal: bool = False
     init_std: float = Field(0.02, gt=0)
+    residual_in_fp32: bool = Field(
+        True, description="under bf16/fp16 autocast, keep the residual stream in fp32; false carries it in the "
+        "autocast dtype (half the memory traffic of the norm/add kernels, as Megatron does by default)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
 
     @model_validator(mode="after")

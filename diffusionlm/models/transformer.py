@@ -21,6 +21,13 @@ def default_ffn_hidden(d_model: int) -> int:
     return math.ceil(8 * d_model / 3 / 64) * 64
 
 
+class RMSNorm(nn.RMSNorm):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The weight follows the input's dtype: a bf16 residual stream (residual_in_fp32 = false) keeps the
+        # fused kernel, which needs matching dtypes and accumulates in fp32 either way.
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
+
+
 class Rotary(nn.Module):
     """Rotary position embedding, rotate-half layout (contiguous halves, no strided gathers)."""
 
@@ -93,9 +100,9 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         d = cfg.d_model
-        self.attn_norm = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.attn_norm = RMSNorm(d, eps=cfg.norm_eps)
         self.attn = Attention(cfg)
-        self.mlp_norm = nn.RMSNorm(d, eps=cfg.norm_eps)
+        self.mlp_norm = RMSNorm(d, eps=cfg.norm_eps)
         self.mlp = SwiGLU(d, cfg.ffn_hidden or default_ffn_hidden(d))
         # adaLN: the timestep embedding shifts/scales both norms and gates both residual branches.
         self.adaln = nn.Linear(d, 6 * d) if cfg.time_conditioning == "adaln" else None
@@ -116,7 +123,7 @@ class DiffusionTransformer(nn.Module):
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.time_embed = TimestepEmbedding(cfg.d_model) if cfg.time_conditioning == "adaln" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
+        self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
@@ -165,6 +172,8 @@ class DiffusionTransformer(nn.Module):
         The `<mask>` logit is always -inf so it can never be predicted or sampled.
         """
         x = self.embed(input_ids)
+        if not self.cfg.residual_in_fp32 and torch.is_autocast_enabled(x.device.type):
+            x = x.to(torch.get_autocast_dtype(x.device.type))  # the blocks keep whatever dtype they are given
         key_mask = attention_mask[:, None, None, :] if attention_mask is not None else None
         cond = None
         if self.time_embed is not None:

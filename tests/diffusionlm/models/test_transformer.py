@@ -103,3 +103,25 @@ def test_autocast_forward_backward_is_finite(dtype: torch.dtype) -> None:
     loss.backward()
     assert torch.isfinite(loss)
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("residual_in_fp32", [True, False])
+def test_residual_stream_dtype_under_autocast(residual_in_fp32: bool) -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg(f"model.residual_in_fp32={str(residual_in_fp32).lower()}"))
+    seen: list[torch.dtype] = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda _m, _args, out: seen.append(out.dtype))
+    x = torch.randint(5, 97, (2, 16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(x)
+    want = torch.float32 if residual_in_fp32 else torch.bfloat16
+    assert seen == [want, want]
+    torch.manual_seed(0)
+    reference = DiffusionTransformer(tiny_cfg())  # fp32 residual, same weights
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = reference(x)
+    # the same function: only rounding of the residual stream differs
+    torch.testing.assert_close(logits.float(), expected.float(), atol=0.05, rtol=0.05)
+    model(x).float().sum().backward()  # outside autocast the stream stays fp32 whatever the setting
+    assert seen[-1] == torch.float32
