@@ -27,18 +27,24 @@ def clean_text(raw: Any, max_chars: int) -> tuple[str | None, bool]:
     return raw, False
 
 
+def owned_indices(source: Any, sel: Selection, pos: int) -> Iterator[tuple[int, int]]:
+    """(pos_after, global index) of the documents a reader owns in a random-access source, from `pos` on."""
+    n = len(source)
+    for j in itertools.count(pos):
+        g = sel.nth(j)
+        if g >= n:
+            return
+        yield j + 1, g
+
+
 def owned_rows(source: Any, sel: Selection, pos: int) -> Iterator[tuple[int, Any]]:
     """(pos_after, raw) for the rows this reader owns, starting at resume position `pos`.
 
     Random-access sources count `pos` in owned documents; streams count it in global rows.
     """
     if source.random_access:
-        n = len(source)
-        for j in itertools.count(pos):
-            g = sel.nth(j)
-            if g >= n:
-                return
-            yield j + 1, source.get(g)
+        for p, g in owned_indices(source, sel, pos):
+            yield p, source.get(g)
     else:
         for g, raw in source.iter_from(pos):
             if sel.owns(g):

@@ -2,6 +2,10 @@
 
 Everything that decides the next batch lives in `state_dict()`: the source position and epoch, the
 shuffle buffer, the packing remainder and the RNG. Restoring it continues the exact same sequence.
+
+For pre-tokenized random-access sources (shards) the shuffle buffer holds global document indices and
+tokens are read only when a document leaves it: with DataLoader workers every batch carries its reader's
+state to the main process, so the state must stay a few KB rather than the buffer's tokens.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffusionlm.data.documents import token_docs
+from diffusionlm.data.documents import owned_indices, token_docs
 from diffusionlm.data.errors import DataError
 from diffusionlm.data.selection import Selection
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: shards keep document indices, not tokens, in the shuffle buffer
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,16 @@ def _unpack_arrays(packed: dict[str, torch.Tensor]) -> list[np.ndarray]:
     return list(np.split(flat, np.cumsum(packed["lengths"].numpy())[:-1])) if len(packed["lengths"]) else []
 
 
+def check_state_version(state: dict[str, Any]) -> None:
+    version = state.get("version")
+    if version != STATE_VERSION:
+        raise DataError(
+            f"data state version {version} was saved by another diffusionlm version (this one reads version "
+            f"{STATE_VERSION}; the shuffle buffer format changed), so it cannot continue the same batches: resume "
+            "that checkpoint with the diffusionlm version that saved it, or start a new run"
+        )
+
+
 class BatchProducer:
     def __init__(self, source: Any, sel: Selection, encoder: Any, spec: BatchSpec, state: dict | None = None):
         self.source, self.sel, self.encoder, self.spec = source, sel, encoder, spec
@@ -57,19 +71,28 @@ class BatchProducer:
         self.rng = np.random.Generator(np.random.PCG64(seed_seq))
         self.epoch = self.pos = self.docs_in_epoch = 0
         self.skipped = self.truncated = self.docs = self.batches = 0
-        self.shuffle_buf: list[np.ndarray] = []
+        # Tokens are re-read cheaply by index only from pre-tokenized random-access sources.
+        self.by_ref = bool(source.random_access and not source.text)
+        self.shuffle_buf: list[Any] = []  # global document indices when by_ref, else token arrays
+        self._whole_batch_packing = True  # tests turn it off to compare against the row-by-row path
         self.pack_buf = np.zeros(0, dtype=np.int64)
         if state is not None:
             self.load_state_dict(state)
         self._docs = self._doc_stream()
 
     # ----- documents, epochs wrapping forever
-    def _doc_stream(self) -> Iterator[np.ndarray]:
+    def _epoch_docs(self) -> Iterator[tuple[int, Any, bool]]:
+        """(pos_after, document, truncated) from the resume position to the end of the epoch."""
+        if self.by_ref:
+            return ((pos, g, False) for pos, g in owned_indices(self.source, self.sel, self.pos))
         s = self.spec
+        return token_docs(
+            self.source, self.sel, self.pos, self.encoder, s.eos_id, s.max_doc_chars, s.tokenize_batch_size
+        )
+
+    def _doc_stream(self) -> Iterator[Any]:
         while True:
-            for pos, tokens, truncated in token_docs(
-                self.source, self.sel, self.pos, self.encoder, s.eos_id, s.max_doc_chars, s.tokenize_batch_size
-            ):
+            for pos, tokens, truncated in self._epoch_docs():
                 self.pos = pos
                 if tokens is None:
                     self.skipped += 1
@@ -90,13 +113,16 @@ class BatchProducer:
         while True:
             doc = next(self._docs)
             if size == 0:
-                return doc
+                return self._tokens(doc)
             if len(self.shuffle_buf) < size:
                 self.shuffle_buf.append(doc)
                 continue
             i = int(self.rng.integers(size))
             out, self.shuffle_buf[i] = self.shuffle_buf[i], doc
-            return out
+            return self._tokens(out)
+
+    def _tokens(self, doc: Any) -> np.ndarray:
+        return self.source.get(doc) if self.by_ref else doc
 
     # ----- rows and batches
     def _next_row(self) -> np.ndarray:
@@ -112,8 +138,25 @@ class BatchProducer:
             row = row[: int(self.rng.integers(1, len(row)))]
         return row
 
+    def _packed_batch(self) -> np.ndarray:
+        """All rows at once: with packing and no random truncation, rows are consecutive slices of the
+        document stream, so one concatenate gives exactly what `_next_row` would, row after row."""
+        s = self.spec
+        need = s.batch_size * s.context_length
+        pieces, have = [self.pack_buf], len(self.pack_buf)
+        while have < need:  # the same documents `_next_row` would read: it also stops at the first that suffices
+            doc = self._next_doc()
+            pieces.append(doc)
+            have += len(doc)
+        flat = np.concatenate(pieces)
+        self.pack_buf = flat[need:].copy()  # a copy, so the batch does not keep the remainder's memory alive
+        return flat[:need].reshape(s.batch_size, s.context_length)
+
     def next_batch(self) -> dict[str, torch.Tensor]:
         s = self.spec
+        if s.packing and s.random_trunc_prob == 0 and self._whole_batch_packing:
+            self.batches += 1
+            return {"input_ids": torch.from_numpy(self._packed_batch())}
         ids = np.full((s.batch_size, s.context_length), s.pad_id, dtype=np.int64)
         lengths = np.zeros(s.batch_size, dtype=np.int64)
         for b in range(s.batch_size):
@@ -131,14 +174,18 @@ class BatchProducer:
         return {
             "version": STATE_VERSION, "slot": self.sel.slot, "nslots": self.sel.nslots,
             "epoch": self.epoch, "pos": self.pos, "docs_in_epoch": self.docs_in_epoch,
-            "rng": self.rng.bit_generator.state, "shuffle_buf": _pack_arrays(self.shuffle_buf),
-            "pack_buf": torch.from_numpy(self.pack_buf.copy()),
+            "rng": self.rng.bit_generator.state, "shuffle_buf": self._buffer_state(),
+            "pack_buf": self.pack_buf.tolist(),  # under one document: a list pickles small, no tensor to share
             "skipped": self.skipped, "truncated": self.truncated, "docs": self.docs, "batches": self.batches,
         }
 
+    def _buffer_state(self) -> dict[str, Any]:
+        if self.by_ref:  # a plain list: small to pickle, and no tensor to share or pin per batch
+            return {"kind": "refs", "docs": [int(g) for g in self.shuffle_buf]}
+        return {"kind": "tokens", **_pack_arrays(self.shuffle_buf)}
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise DataError(f"data state version {state.get('version')} is not {STATE_VERSION}")
+        check_state_version(state)
         if (state["slot"], state["nslots"]) != (self.sel.slot, self.sel.nslots):
             raise DataError(
                 f"data state was saved by reader {state['slot']} of {state['nslots']}, this is reader "
@@ -146,8 +193,15 @@ class BatchProducer:
             )
         self.epoch, self.pos, self.docs_in_epoch = state["epoch"], state["pos"], state["docs_in_epoch"]
         self.rng.bit_generator.state = state["rng"]
-        self.shuffle_buf = _unpack_arrays(state["shuffle_buf"])
-        self.pack_buf = state["pack_buf"].numpy().astype(np.int64)
+        buf = state["shuffle_buf"]
+        kind = "refs" if self.by_ref else "tokens"
+        if buf["kind"] != kind:
+            raise DataError(
+                f"data state holds a shuffle buffer of {buf['kind']} but this source needs {kind}: "
+                "resume with the same data.source"
+            )
+        self.shuffle_buf = list(buf["docs"]) if self.by_ref else _unpack_arrays(buf)
+        self.pack_buf = np.asarray(state["pack_buf"], dtype=np.int64)
         self.skipped, self.truncated = state["skipped"], state["truncated"]
         self.docs, self.batches = state["docs"], state["batches"]
         self._docs = self._doc_stream()

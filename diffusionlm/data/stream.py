@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from diffusionlm.data.errors import DataError
-from diffusionlm.data.producer import BatchProducer, BatchSpec
+from diffusionlm.data.producer import BatchProducer, BatchSpec, check_state_version
 from diffusionlm.data.selection import Selection
 
 STREAM_STATE_VERSION = 1
@@ -128,6 +128,9 @@ class TokenStream:
                 f"data state (split, rank, world_size, readers) = {saved} does not match this stream {here}; "
                 "resume with the same number of ranks and data.num_workers"
             )
+        for reader_state in state["readers"]:  # here, not later inside a worker where the error reads badly
+            if reader_state is not None:
+                check_state_version(reader_state)
         self.close()
         self._producer = None
         self._states = list(state["readers"])
