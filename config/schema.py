@@ -225,6 +225,9 @@ class DDPConfig(Section):
     shard_optimizer_state: bool = True
     bucket_cap_mb: float = Field(25.0, gt=0)
     gradient_as_bucket_view: bool = True
+    gradient_compression: Literal["none", "bf16", "fp16"] = Field(
+        "none", description="all-reduce gradients in this dtype (torch's DDP compression hooks): half the bytes "
+        "on the wire, the averaged gradient rounded once to it")
     find_unused_parameters: bool = False
     timeout_s: float = Field(600.0, gt=0)
     max_restarts: int = Field(0, ge=0)

@@ -68,6 +68,10 @@ class DDPContext(SingleProcess):
         self.cfg = ddp_cfg
         self.device = resolve_device(model_device, self.local_rank)
         self.backend = resolve_backend(ddp_cfg.backend, self.device)
+        if ddp_cfg.gradient_compression == "bf16" and self.backend != "nccl":
+            # torch's bf16 hook needs NCCL; refuse before any process group exists rather than mid-build
+            raise DDPSetupError("ddp.gradient_compression = 'bf16' needs the nccl backend (CUDA GPUs); "
+                                f"this run uses {self.backend}: use 'fp16' or 'none'")
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
             if self.device.type == "cuda":
@@ -79,15 +83,21 @@ class DDPContext(SingleProcess):
 
     # ---------------------------------------------------------------- model and optimizer
     def wrap_model(self, model: nn.Module) -> nn.Module:
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(
+        wrapped = DistributedDataParallel(
             model,
             device_ids=[self.device.index] if self.device.type == "cuda" else None,
             bucket_cap_mb=self.cfg.bucket_cap_mb,
             gradient_as_bucket_view=self.cfg.gradient_as_bucket_view,
             find_unused_parameters=self.cfg.find_unused_parameters,
         )
+        hook = {"bf16": default_hooks.bf16_compress_hook, "fp16": default_hooks.fp16_compress_hook}.get(
+            self.cfg.gradient_compression)
+        if hook is not None:
+            wrapped.register_comm_hook(None, hook)  # None: the default (whole-world) process group
+        return wrapped
 
     def build_optimizer(self, model: nn.Module, opt_cfg: OptimizerConfig, compiled: bool = False,
                         ) -> tuple[torch.optim.Optimizer, list[ParamGroup]]:
