@@ -34,17 +34,17 @@ PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
 
 
 def git_commit() -> str:
-    """HEAD of the checkout this code runs from, with `+dirty` when tracked files differ.
-
-    Outside git (a copied working tree on a GPU host) it is $DIFFUSIONLM_COMMIT, else "unknown".
-    """
+    """$DIFFUSIONLM_COMMIT when set (a working tree copied to a GPU host may carry a stale .git), else HEAD of
+    the checkout this code runs from, with `+dirty` when tracked files differ, else "unknown"."""
+    if os.environ.get("DIFFUSIONLM_COMMIT"):
+        return os.environ["DIFFUSIONLM_COMMIT"]
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=here)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
                                text=True, check=True, cwd=here)
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("DIFFUSIONLM_COMMIT", "unknown")
+        return "unknown"
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
