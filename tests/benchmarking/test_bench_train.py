@@ -29,6 +29,11 @@ def test_cpu_run_prints_json_appends_results_and_compares_with_reference(tmp_pat
     assert record["mfu"] is None and record["peak_flops"] is None  # no known peak for a CPU
     assert "6 * N_body" in record["flop_formula"]
     assert 0 <= record["data_wait_fraction"] < 1
+    assert len(record["step_ms_each"]) == 2 and max(record["step_ms_each"]) == pytest.approx(
+        record["step_ms"]["max"], abs=1e-3)
+    # the trainer's own gc.collect() after the first (warm-up) step is one full pass
+    assert record["gc_passes"]["gen2"]["count"] >= 1 and record["gc_passes"]["gen2"]["max_ms"] > 0
+    assert record["config"]["residual_in_fp32"] is True
     ratio = record["ratios_vs_reference"]["tokens_per_s"]
     assert ratio == pytest.approx(record["tokens_per_s"] / 10.0)
     doc = json.loads(out.read_text())

@@ -98,12 +98,15 @@ def test_refuses_to_overwrite_a_run_and_needs_a_name_for_auto(tmp_path: Path) ->
         Trainer(_cfg(tmp_path), resume="auto")
 
 
-def test_non_finite_losses_skip_then_abort(tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [[], ["optimizer.optimizer_name=adamw", "optimizer.fused=on",
+                                          "training.deferred_stats=on"]], ids=["at-once", "deferred"])
+def test_non_finite_losses_skip_then_abort(tmp_path: Path, extra: list[str]) -> None:
     cfg = _cfg(tmp_path, "training.max_train_iteration=20", "training.skip_validation=true",
                "training.num_samples=0", "training.max_consecutive_bad_steps=3", "logging.run_name=bad",
-               "logging.backend=console")
+               "logging.backend=console", *extra)
     trainer = Trainer(cfg)
     trainer._build()
+    assert trainer.defer_stats == bool(extra)  # the deferred path: skipped on the device via found_inf
     with torch.no_grad():
         trainer.raw_model.blocks[0].mlp.down.weight.fill_(float("nan"))
     before = trainer.raw_model.embed.weight.detach().clone()
@@ -145,3 +148,30 @@ def test_profiling_on_leaves_losses_unchanged_and_writes_the_window_trace(tmp_pa
     trace = json.loads((traced.run_dir / "profile" / "trace_step2-4.json").read_text())
     names = {e.get("name") for e in trace["traceEvents"]}
     assert {"train_step", "forward", "backward", "optimizer_step"} <= names
+
+
+def test_deferred_statistics_on_needs_fused_adamw(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "optimizer.optimizer_name=muon", "training.deferred_stats=on", "logging.run_name=m")
+    with pytest.raises(TrainingError, match="deferred_stats = 'on' needs fused AdamW"):
+        Trainer(cfg)._build()
+
+
+def test_collector_is_frozen_after_the_first_step_and_released_after_fit(tmp_path: Path) -> None:
+    import gc
+
+    cfg = _cfg(tmp_path, "training.max_train_iteration=3", "training.skip_validation=true",
+               "training.num_samples=0", "logging.run_name=gc")
+    trainer = Trainer(cfg)
+    trainer._build()
+    try:
+        trainer._train_step()
+        assert gc.get_freeze_count() == 0  # the first step still builds long-lived objects
+        trainer._train_step()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        trainer.stream.close()
+    trainer = Trainer(_cfg(tmp_path, "training.max_train_iteration=3", "training.skip_validation=true",
+                           "training.num_samples=0", "logging.run_name=gc2"))
+    trainer.fit()
+    assert gc.get_freeze_count() == 0  # what a run leaves behind is collectable again
