@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args, "infer.toml")
     import torch
 
-    from diffusionlm.inference import ModelLoadError, generate, load_model
+    from diffusionlm.inference import ModelLoadError, generate, inference_dtype, load_model
     from diffusionlm.tokenizer import load_tokenizer
     from diffusionlm.training.precision import select_device
     from profiling import Profiler
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = select_device(inf.device)
         model, run_cfg, tok_path = load_model(checkpoint, device)
+        model.to(inference_dtype(inf.precision, device))
     except (ModelLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -261,6 +261,8 @@ class InferenceConfig(Section):
     num_samples: int = Field(1, gt=0)
     seed: int = 0
     device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="weights and activations for sampling; auto = bf16 on CUDA, else fp32")
 
 
 class Config(Section):

@@ -62,3 +62,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Di
     if tok is None:
         raise ModelLoadError(f"no tokenizer.json next to {where}")
     return model.to(device).eval(), cfg, tok
+
+
+def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype sampling runs in: "auto" is bf16 on CUDA (fp16 where bf16 is missing), fp32 elsewhere."""
+    if precision == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]

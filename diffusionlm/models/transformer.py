@@ -93,7 +93,8 @@ class TimestepEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:  # t: [B]
         freqs = torch.exp(-math.log(10000.0) * torch.arange(self.n_freqs, device=t.device) / self.n_freqs)
         angles = 1000.0 * t.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))
+        # features follow the weights' dtype, so a model cast to bf16 for sampling works without autocast
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1).to(self.mlp[0].weight.dtype))
 
 
 class Block(nn.Module):

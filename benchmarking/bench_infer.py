@@ -1,0 +1,199 @@
+"""diffusionlm-bench-infer: latency and throughput of sampling by iterative unmasking.
+
+For a trained model (`--checkpoint`, a run dir, checkpoint dir or final/ export) or a freshly initialised
+named size (`--size`, speed only: the FLOPs do not depend on the weights), generates `--gen-len` tokens for
+every combination of `--batch-sizes` and `--steps` with the same `generate()` that `diffusionlm-infer`
+uses, and reports per-sample latency (median and p90 over `--reps` timed runs after `--warmup` untimed
+ones), generated tokens/s, time per denoising step and peak memory. Every run must leave no `<mask>`
+behind (checked). `--reference FILE --label NAME` adds the matching lines of
+`../shared/bench/ref_train.py --config NAME --sample` (same batch, steps and length) and the ratios.
+
+GPU: diffusionlm-bench-infer --size small --vocab-size 8192 --context-length 256 --gen-len 256 \\
+         --batch-sizes 1,32 --steps 64,256 --compile --label small --reference ref_sample.jsonl --save
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarking.common import default_result_path, device_name, git_commit, summarize, write_result
+from config import add_config_arguments, config_from_args
+
+SIZES = ["tiny", "small", "medium", "large", "xlarge", "xxlarge"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="diffusionlm-bench-infer", description=__doc__.split("\n\n")[0])
+    add_config_arguments(p, "train.toml")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="a trained model: run dir, checkpoint dir or final/ export")
+    src.add_argument("--size", choices=SIZES, help="a freshly initialised model of this size (speed only)")
+    p.add_argument("--vocab-size", type=int, help="with --size: model.vocab_size")
+    p.add_argument("--context-length", type=int, help="with --size: model.context_length")
+    p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample (no prompt)")
+    p.add_argument("--batch-sizes", type=_int_list, default=[1, 32], help="comma-separated, e.g. 1,32")
+    p.add_argument("--steps", type=_int_list, default=[64, 256], help="denoising steps, comma-separated")
+    p.add_argument("--strategy", choices=["low_confidence", "random"], default="low_confidence")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="weights and activations (auto: bf16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (one graph per batch shape)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--reps", type=int, default=5, help="timed generations per configuration")
+    p.add_argument("--warmup", type=int, default=1, help="untimed generations first (compilation, allocator)")
+    p.add_argument("--label", help="this model's name in --reference (ref_train.py's --config)")
+    p.add_argument("--reference", metavar="FILE", help="JSON lines of ref_train.py --sample from the same job")
+    p.add_argument("--output", metavar="PATH", help="append the record to this results JSON document")
+    p.add_argument("--save", action="store_true",
+                   help="append to benchmarking/results/bench_infer_<device>_<date>.json")
+    return p
+
+
+def load_reference(path: str, label: str) -> list[dict[str, Any]]:
+    """ref_train.py's `sample` lines for config `label` (the last line of a repeated setting wins)."""
+    found: dict[tuple[int, int, int], dict[str, Any]] = {}
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("bench") == "sample" and rec.get("config") == label:
+                found[(rec["batch"], rec["steps"], rec["gen_len"])] = rec
+    if not found:
+        raise SystemExit(f"error: --reference {path}: no sample record with config {label!r}")
+    return list(found.values())
+
+
+def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """(model in eval mode on its device, model config, where it came from)."""
+
+    from diffusionlm.inference import ModelLoadError, load_model
+    from diffusionlm.models import DiffusionTransformer
+    from diffusionlm.training.precision import select_device
+    from diffusionlm.training.rng import seed_everything
+
+    device = select_device(args.device)
+    if args.checkpoint:
+        try:
+            model, cfg, _ = load_model(args.checkpoint, device)
+        except (ModelLoadError, ValueError, OSError) as e:
+            raise SystemExit(f"error: {e}") from None
+        return model, cfg.model, str(args.checkpoint)
+    cfg = config_from_args(args, "train.toml")
+    seed_everything(cfg.training.seed)
+    model = DiffusionTransformer(cfg.model).to(device).eval()
+    return model, cfg.model, f"random init, size {cfg.model.size}"
+
+
+def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: argparse.Namespace,
+                    device: Any) -> dict[str, Any]:
+    import torch
+
+    from diffusionlm.inference import generate
+
+    cuda = device.type == "cuda"
+    prompt = torch.zeros((batch, 0), dtype=torch.long, device=device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def run() -> torch.Tensor:
+        return generate(model, prompt, args.gen_len, model_cfg.mask_token_id, steps=steps, strategy=args.strategy,
+                        generator=generator)
+
+    for _ in range(args.warmup):
+        run()
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    latencies = []
+    for _ in range(args.reps):
+        t0 = time.perf_counter()
+        out = run()
+        if cuda:
+            torch.cuda.synchronize(device)
+        latencies.append(time.perf_counter() - t0)
+        if bool((out == model_cfg.mask_token_id).any()):
+            raise RuntimeError(f"generation left <mask> tokens (batch {batch}, steps {steps})")
+    lat = summarize(latencies)
+    real_steps = min(steps, args.gen_len)
+    return {
+        "batch": batch, "steps": steps, "gen_len": args.gen_len,
+        "latency_ms": {k: v * 1e3 for k, v in lat.items()},
+        "step_ms": lat["median"] * 1e3 / real_steps,
+        "tokens_per_s": batch * args.gen_len / lat["median"],
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.warmup < 0 or args.gen_len < 1:
+        parser.error("--reps and --gen-len must be >= 1, --warmup >= 0")
+    if args.reference and not args.label:
+        parser.error("--reference needs --label (the reference's config name, e.g. small)")
+    if args.checkpoint and (args.vocab_size or args.context_length):
+        parser.error("--vocab-size/--context-length set up a fresh model (--size); a checkpoint brings its own")
+    args.overrides = list(args.overrides) + [f"model.size={args.size or 'tiny'}"] + [
+        f"{key}={value}" for key, value in (("model.vocab_size", args.vocab_size),
+                                            ("tokenizer.vocab_size", args.vocab_size),
+                                            ("model.context_length", args.context_length),
+                                            ("inference.total_length", args.context_length)) if value]
+    ref = load_reference(args.reference, args.label) if args.reference else None
+    model, model_cfg, origin = build_model(args)
+    if args.gen_len > model_cfg.context_length:
+        print(f"error: --gen-len {args.gen_len} exceeds the model's context_length {model_cfg.context_length}",
+              file=sys.stderr)
+        return 2
+    import torch
+
+    from diffusionlm.inference import inference_dtype
+
+    device = next(model.parameters()).device
+    dtype = inference_dtype(args.precision, device)
+    model.to(dtype)
+    if args.compile:
+        model = torch.compile(model)
+    figures = [time_generation(model, model_cfg, b, s, args, device) for b in args.batch_sizes for s in args.steps]
+    if ref is not None:
+        by_key = {(r["batch"], r["steps"], r["gen_len"]): r for r in ref}
+        for fig in figures:
+            match = by_key.get((fig["batch"], fig["steps"], fig["gen_len"]))
+            if match is not None:
+                fig["reference"] = match
+                fig["ratio_tokens_per_s"] = fig["tokens_per_s"] / match["tokens_per_s"]
+    name = device_name(device)
+    record = {
+        "bench": "infer", "device": name, "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__, "command": "diffusionlm-bench-infer " + " ".join(argv or sys.argv[1:]),
+        "config": {"model": origin, "d_model": model_cfg.d_model, "n_layers": model_cfg.n_layers,
+                   "vocab_size": model_cfg.vocab_size, "context_length": model_cfg.context_length,
+                   "params": sum(p.numel() for p in model.parameters()), "dtype": str(dtype).removeprefix("torch."),
+                   "compile": args.compile, "strategy": args.strategy, "reps": args.reps, "warmup": args.warmup},
+        "timer": "perf_counter around generate(), CUDA synchronized" if device.type == "cuda" else "perf_counter",
+        "figures": figures,
+    }
+    if args.label:
+        record["label"] = args.label
+    print(json.dumps(record, indent=2))
+    for path in ([args.output] if args.output else []) + ([default_result_path("bench_infer", name)]
+                                                          if args.save else []):
+        write_result(record, path, "bench_infer", name)
+        print(f"appended to {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""diffusionlm-bench-infer on CPU: real sampling from a fresh and from a trained model, valid JSON, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarking import bench_infer
+from config import load_config
+from diffusionlm.training import Trainer
+
+FRESH = ["--size", "tiny", "--set", "model.n_layers=1", "--context-length", "32", "--vocab-size", "512",
+         "--gen-len", "24", "--reps", "2", "--warmup", "1"]
+
+
+def test_fresh_model_grid_with_reference_ratios_and_results_file(tmp_path: Path, capsys) -> None:
+    ref = tmp_path / "ref.jsonl"
+    ref.write_text("\n".join(json.dumps(r) for r in [
+        {"bench": "sample", "config": "tiny", "batch": 2, "steps": 8, "gen_len": 24, "tokens_per_s": 100.0},
+        {"bench": "sample", "config": "other", "batch": 1, "steps": 4, "gen_len": 24, "tokens_per_s": 1.0},
+        {"bench": "train", "config": "tiny", "tokens_per_s": 5.0},
+    ]) + "\n")
+    out = tmp_path / "res.json"
+    argv = [*FRESH, "--batch-sizes", "1,2", "--steps", "4,8", "--label", "tiny", "--reference", str(ref),
+            "--output", str(out)]
+    assert bench_infer.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["bench"] == "infer" and record["config"]["n_layers"] == 1 and record["config"]["dtype"] == "float32"
+    grid = [(f["batch"], f["steps"]) for f in record["figures"]]
+    assert grid == [(1, 4), (1, 8), (2, 4), (2, 8)]
+    for f in record["figures"]:
+        assert f["tokens_per_s"] == pytest.approx(f["batch"] * 24 / (f["latency_ms"]["median"] / 1e3))
+        assert f["step_ms"] == pytest.approx(f["latency_ms"]["median"] / f["steps"])
+    matched = [f for f in record["figures"] if "reference" in f]
+    assert [(f["batch"], f["steps"]) for f in matched] == [(2, 8)]  # only the same config, batch, steps, length
+    assert matched[0]["ratio_tokens_per_s"] == pytest.approx(matched[0]["tokens_per_s"] / 100.0)
+    assert json.loads(out.read_text())["results"][0]["figures"] == record["figures"]
+
+
+@pytest.mark.slow
+def test_trained_checkpoint_in_bf16(tmp_path: Path, capsys) -> None:
+    cfg = load_config(None, [
+        "model.d_model=64", "model.n_layers=2", "model.n_heads=2", "model.vocab_size=512", "model.context_length=32",
+        "tokenizer.vocab_size=512", "tokenizer.train_docs=300", "inference.total_length=32", "data.batch_size=4",
+        "training.max_train_iteration=4", "training.skip_validation=true", "training.num_samples=0",
+        "model.time_conditioning=adaln", "logging.backend=noop", "logging.progress_bar=off",
+        f"logging.output_dir={tmp_path}", "logging.run_name=r"])
+    Trainer(cfg).fit()
+    argv = ["--checkpoint", str(tmp_path / "r"), "--gen-len", "32", "--batch-sizes", "2", "--steps", "8",
+            "--reps", "1", "--precision", "bf16"]
+    assert bench_infer.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["config"]["dtype"] == "bfloat16" and record["config"]["model"].endswith("r")
+    assert record["figures"][0]["tokens_per_s"] > 0
+
+
+def test_bad_input_is_refused_with_a_message(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit, match="checkpoint path does not exist"):
+        bench_infer.main(["--checkpoint", str(tmp_path / "missing")])
+    assert bench_infer.main([*FRESH, "--gen-len", "64", "--batch-sizes", "1", "--steps", "2"]) == 2
+    assert "exceeds the model's context_length 32" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        bench_infer.main([*FRESH, "--batch-sizes", "1,x"])
+    assert exc.value.code == 2 and "comma-separated integers" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no sample record with config 'tiny'"):
+        ref = tmp_path / "ref.jsonl"
+        ref.write_text('{"bench": "train", "config": "tiny"}\n')
+        bench_infer.main([*FRESH, "--label", "tiny", "--reference", str(ref)])
