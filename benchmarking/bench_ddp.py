@@ -118,6 +118,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
         "global_batch": args.batch_size * par.world_size, "steps": args.steps,
         "tokens_per_s": sum(timed["tokens"]) / step_time,
         "step_s": summarize(timed["step_s"]),
+        "step_ms_each": [round(x * 1e3, 3) for x in timed["step_s"]],  # slow steps: every rank waits for them
         "data_wait_fraction": sum(timed["data_wait_s"]) / max(sum(timed["wall_s"]), 1e-9),
         "peak_memory_bytes_per_rank": [r["peak_memory_bytes"] for r in gathered],
         "optimizer_state_bytes_per_rank": [r["optimizer_state_bytes"] for r in gathered],
