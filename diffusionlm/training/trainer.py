@@ -10,7 +10,6 @@ import collections
 import contextlib
 import gc
 import math
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from diffusionlm.training.rng import seed_everything
 from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
 from diffusionlm.training.step import DeferredStats
+from diffusionlm.training.stopping import StopRequests
 from diffusionlm.training.trainer_checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
 
 
@@ -66,10 +66,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.training.precision, self.device)
         self.micro_step = 0
         self.bad_steps = 0
-        self._stop_signal: int | None = None  # a signal this process received
-        # The stop every rank agrees on: taken from the all-reduced flags of one step, so all ranks leave the
-        # loop after the same step (a rank acting on its own signal would leave the others in a collective).
-        self._stop_agreed: int | None = None
+        self.stop = StopRequests(self.parallel.world_size, lambda message: self.logger.info(message))
         self._steps_taken = 0  # by this process (not restored on resume)
         self._setup_run_dir()
 
@@ -235,13 +232,13 @@ class Trainer:
         if self.defer_stats:
             return self._finish_step_deferred(loss_sum, ce_sum / accum, acc_sum / accum, grad_norm, global_tokens,
                                               dropped_sum, data_wait)
-        stop = torch.tensor(float(self._stop_signal is not None), device=self.device)
+        stop = torch.tensor(self.stop.flag, device=self.device)
         reduced = par.all_reduce_sum(torch.stack([loss_sum, ce_sum / accum, acc_sum / accum, stop, dropped_sum]))
         loss_v, ce_v, acc_v, stop_v, dropped_v = reduced.tolist()  # the one host sync of the step
         loss_v, ce_v, acc_v = loss_v / par.world_size, ce_v / par.world_size, acc_v / par.world_size
         grad_v = float(grad_norm)
         if stop_v > 0:
-            self._agree_to_stop()
+            self.stop.agree()
         finite = math.isfinite(loss_v) and (math.isfinite(grad_v) or self.scaler is not None)
         if finite and dropped_v == 0:
             with self.profiler.range("optimizer_step"):
@@ -268,7 +265,7 @@ class Trainer:
                               tokens: torch.Tensor, dropped: torch.Tensor, data_wait: float) -> DeferredStats:
         """The end of a step without a host sync: skip on the device, settle the previous step's bookkeeping."""
         par = self.parallel
-        stop = torch.full((), float(self._stop_signal is not None), device=self.device)
+        stop = torch.full((), self.stop.flag, device=self.device)
         # Queued on the device like the rest (no host wait); gradients are already identical across ranks, the
         # loss, drop count and stop flags are made so here, hence one skip/stop decision for all ranks.
         loss, ce, acc, dropped, stop = par.all_reduce_sum(torch.stack([loss, ce, acc, dropped, stop])).unbind()
@@ -293,7 +290,7 @@ class Trainer:
             return
         stats.settled = True
         if stats.stop_requested:
-            self._agree_to_stop()
+            self.stop.agree()
         if stats["metrics.skipped_step"] == 0:
             self.scheduler.step()
             self.bad_steps = 0
@@ -301,10 +298,6 @@ class Trainer:
             self._count_bad_step(stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"],
                                  stats["metrics.dropped_masked"])
             self._check_diverged()
-
-    def _agree_to_stop(self) -> None:
-        if self._stop_agreed is None:  # this rank's own signal, or SIGTERM for a stop another rank asked for
-            self._stop_agreed = self._stop_signal or signal.SIGTERM
 
     def _count_bad_step(self, step: int, loss_v: float, grad_v: float, dropped_v: float) -> None:
         cfg = self.cfg
@@ -367,12 +360,12 @@ class Trainer:
                                  start=self.micro_step)
         losses: list[tuple[int, float]] = []
         last_val: float | None = None
-        previous_handlers = self._install_signal_handlers()
+        self.stop.install()
         window_t0, window_tokens = time.perf_counter(), 0.0
         saved_at = -1
         unread: collections.deque[Any] = collections.deque()  # step stats not yet read (deferred on CUDA)
         try:
-            while self.micro_step < cfg.training.max_train_iteration and self._stop_agreed is None:
+            while self.micro_step < cfg.training.max_train_iteration and self.stop.agreed is None:
                 prev = self.micro_step
                 for s in range(prev, prev + accum):
                     self.profiler.step(s)
@@ -382,7 +375,7 @@ class Trainer:
                 unread.append(stats)
                 # A deferred step is read once the GPU has finished it, or at once where the loop needs it
                 # (logging, validation, samples, checkpoints, the end): never a wait in the middle of a stretch.
-                needed = (self._stop_agreed is not None or self.micro_step >= cfg.training.max_train_iteration
+                needed = (self.stop.agreed is not None or self.micro_step >= cfg.training.max_train_iteration
                           or any(_crossed(prev, self.micro_step, every) for every in (
                               cfg.training.log_freq_iteration, cfg.training.val_freq_iteration,
                               cfg.training.sample_freq_iteration or 10**18, cfg.checkpoint.save_freq_iteration)))
@@ -413,7 +406,7 @@ class Trainer:
                 if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration):
                     self.save_checkpoint()
                     saved_at = self.micro_step
-            interrupted = self._stop_agreed is not None
+            interrupted = self.stop.agreed is not None
             if saved_at != self.micro_step:
                 self.save_checkpoint()
             if not interrupted:
@@ -426,7 +419,7 @@ class Trainer:
         finally:
             gc.unfreeze()  # what the run leaves behind becomes collectable again (several runs in one process)
             progress.close()
-            self._restore_signal_handlers(previous_handlers)
+            self.stop.restore()
             self.profiler.close()
             self.stream.close()
             self.logger.finish()
@@ -445,26 +438,3 @@ class Trainer:
             metrics.update(weight_norms(self.raw_model))
         metrics.pop("metrics.tokens", None)
         self.logger.log(metrics, step=self.micro_step)
-
-    # ---------------------------------------------------------------- signals
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        def request_stop(signum: int, _frame: Any) -> None:
-            if self._stop_signal is not None:  # a second signal: stop now
-                raise KeyboardInterrupt
-            self._stop_signal = signum
-            if self.parallel.world_size == 1:  # nobody to agree with: stop after this step
-                self._stop_agreed = signum
-            self.logger.info(f"received signal {signum}: finishing the step, then writing a checkpoint")
-
-        previous = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # Outside the main thread (a notebook worker, say) handlers cannot be set: no graceful stop there.
-            with contextlib.suppress(ValueError):
-                previous[sig] = signal.signal(sig, request_stop)
-        return previous
-
-    def _restore_signal_handlers(self, previous: dict[int, Any]) -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
