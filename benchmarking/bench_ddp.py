@@ -93,9 +93,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     try:
         timed = time_steps(trainer, args.steps, args.warmup, counter)
     finally:
-        trainer.profiler.close()
-        trainer.stream.close()
-        trainer.logger.finish()
+        trainer.close()
     opt = trainer.optimizer
     local = opt.local_state_bytes() if isinstance(opt, OptimizerStateSharding) else sum(
         v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))

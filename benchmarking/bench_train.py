@@ -198,9 +198,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
                 timed = time_steps(trainer, steps, warmup, counter)
             run_untimed(trainer, profile_steps)
         finally:
-            trainer.profiler.close()
-            trainer.stream.close()
-            trainer.logger.finish()
+            trainer.close()
         model, device = trainer.raw_model, trainer.device
         n_body, n_all = body_params(model), model.num_params()
         precision = trainer.precision.name

@@ -417,13 +417,19 @@ class Trainer:
                         write_samples(self)
                 par.barrier()
         finally:
-            gc.unfreeze()  # what the run leaves behind becomes collectable again (several runs in one process)
             progress.close()
             self.stop.restore()
-            self.profiler.close()
-            self.stream.close()
-            self.logger.finish()
+            self.close()
         return TrainResult(self.run.root, self.micro_step, interrupted, last_val, losses)
+
+    def close(self) -> None:
+        """Release the data workers, profiler and logger, and let the collector see this trainer again: the
+        objects frozen after the first step include reference cycles through it, which would otherwise keep
+        its model and optimizer state (and their GPU memory) alive after the last reference is gone."""
+        gc.unfreeze()
+        self.profiler.close()
+        self.stream.close()
+        self.logger.finish()
 
     def _log_train(self, stats: dict[str, float]) -> None:
         metrics = dict(stats)

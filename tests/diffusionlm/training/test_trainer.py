@@ -158,19 +158,21 @@ def test_deferred_statistics_on_needs_fused_adamw(tmp_path: Path) -> None:
 
 def test_collector_is_frozen_after_the_first_step_and_released_after_fit(tmp_path: Path) -> None:
     import gc
+    import weakref
 
     cfg = _cfg(tmp_path, "training.max_train_iteration=3", "training.skip_validation=true",
                "training.num_samples=0", "logging.run_name=gc")
     trainer = Trainer(cfg)
     trainer._build()
-    try:
-        trainer._train_step()
-        assert gc.get_freeze_count() == 0  # the first step still builds long-lived objects
-        trainer._train_step()
-        assert gc.get_freeze_count() > 0
-    finally:
-        gc.unfreeze()
-        trainer.stream.close()
+    trainer._train_step()
+    assert gc.get_freeze_count() == 0  # the first step still builds long-lived objects
+    trainer._train_step()
+    assert gc.get_freeze_count() > 0
+    model = weakref.ref(trainer.raw_model)
+    trainer.close()
+    del trainer
+    gc.collect()
+    assert model() is None, "a closed trainer's model must be collectable (its cycles are no longer frozen)"
     trainer = Trainer(_cfg(tmp_path, "training.max_train_iteration=3", "training.skip_validation=true",
                            "training.num_samples=0", "logging.run_name=gc2"))
     trainer.fit()
