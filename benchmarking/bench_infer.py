@@ -18,10 +18,16 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from benchmarking.common import default_result_path, device_name, git_commit, summarize, write_result
+from benchmarking.common import (
+    default_result_path,
+    device_name,
+    git_commit,
+    reference_records,
+    summarize,
+    write_result,
+)
 from config import add_config_arguments, config_from_args
 
 SIZES = ["tiny", "small", "medium", "large", "xlarge", "xxlarge"]
@@ -64,17 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_reference(path: str, label: str) -> list[dict[str, Any]]:
-    """ref_train.py's `sample` lines for config `label` (the last line of a repeated setting wins)."""
-    found: dict[tuple[int, int, int], dict[str, Any]] = {}
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if line.startswith("{"):
-            rec = json.loads(line)
-            if rec.get("bench") == "sample" and rec.get("config") == label:
-                found[(rec["batch"], rec["steps"], rec["gen_len"])] = rec
-    if not found:
-        raise SystemExit(f"error: --reference {path}: no sample record with config {label!r}")
-    return list(found.values())
+    """ref_train.py's `sample` records for config `label`, one per setting (a repeated setting: the last wins)."""
+    by_setting = {(r["batch"], r["steps"], r["gen_len"]): r for r in reference_records(path, "sample", label)}
+    return list(by_setting.values())
 
 
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:

@@ -23,6 +23,7 @@ from benchmarking.common import (
     device_name,
     git_commit,
     peak_flops,
+    reference_records,
     summarize,
     write_result,
 )
@@ -92,18 +93,8 @@ def build_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def load_reference(path: str, label: str) -> dict[str, Any]:
-    """The reference's JSON line for `label` (its `config` field) from ref_train.py's output."""
-    found = None
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        rec = json.loads(line)
-        if rec.get("bench") == "train" and rec.get("config") == label:
-            found = rec  # the last one wins: a re-run replaces an earlier line
-    if found is None:
-        raise SystemExit(f"error: --reference {path}: no train record with config {label!r}")
-    return found
+    """The reference's train record for `label`; the last one wins (a re-run replaces an earlier line)."""
+    return reference_records(path, "train", label)[-1]
 
 
 def run_untimed(trainer: Any, steps: int) -> None:

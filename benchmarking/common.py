@@ -181,3 +181,18 @@ class GcPauses:
         return {f"gen{g}": {"count": sum(1 for gen, _ in self.pauses if gen == g),
                             "max_ms": max((d * 1e3 for gen, d in self.pauses if gen == g), default=0.0)}
                 for g in (0, 1, 2)}
+
+
+def reference_records(path: str | Path, bench: str, label: str) -> list[dict[str, Any]]:
+    """The JSON lines of `../shared/bench/ref_train.py`'s output with this `bench` and `config` label, in order
+    (the script also prints non-JSON progress lines, skipped here)."""
+    found = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            rec = json.loads(line)
+            if rec.get("bench") == bench and rec.get("config") == label:
+                found.append(rec)
+    if not found:
+        raise SystemExit(f"error: --reference {path}: no {bench} record with config {label!r}")
+    return found

@@ -65,9 +65,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Di
 
 
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype sampling runs in: "auto" is bf16 on CUDA (fp16 where bf16 is missing), fp32 elsewhere."""
-    if precision == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    """The dtype sampling runs in: training's precision policy ("auto": bf16 on CUDA, fp32 on a CPU), applied
+    to the weights themselves since nothing needs fp32 master copies when sampling."""
+    from diffusionlm.training.precision import resolve_precision  # here: training imports this package
+
+    return resolve_precision(precision, device).dtype or torch.float32
