@@ -228,6 +228,9 @@ class DDPConfig(Section):
     gradient_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="all-reduce gradients in this dtype (torch's DDP compression hooks): half the bytes "
         "on the wire, the averaged gradient rounded once to it")
+    nccl_protocol: Literal["auto", "Simple", "LL", "LL128"] = Field(
+        "auto", description="NCCL_PROTO for the gradient all-reduces (nccl backend only); auto leaves the choice to "
+        "NCCL's tuner, which picked LL for 25 MB buckets on 4 H200s (see benchmarking/README.md)")
     find_unused_parameters: bool = False
     timeout_s: float = Field(600.0, gt=0)
     max_restarts: int = Field(0, ge=0)

@@ -58,6 +58,17 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
+def apply_nccl_settings(ddp_cfg: DDPConfig, backend: str, environ: dict[str, str] | os._Environ = os.environ,
+                        ) -> dict[str, str]:
+    """Export the config's NCCL choices before the process group exists (NCCL reads them at communicator
+    creation). An explicit config value replaces an inherited NCCL_PROTO; 'auto' leaves the environment alone.
+    Returns what was set."""
+    if backend != "nccl" or ddp_cfg.nccl_protocol == "auto":
+        return {}
+    environ["NCCL_PROTO"] = ddp_cfg.nccl_protocol
+    return {"NCCL_PROTO": ddp_cfg.nccl_protocol}
+
+
 class DDPContext(SingleProcess):
     def __init__(self, ddp_cfg: DDPConfig, model_device: str = "auto"):
         layout = rank_env()
@@ -74,6 +85,7 @@ class DDPContext(SingleProcess):
                                 f"this run uses {self.backend}: use 'fp16' or 'none'")
         self._owns_group = not dist.is_initialized()
         if self._owns_group:
+            apply_nccl_settings(ddp_cfg, self.backend)
             if self.device.type == "cuda":
                 torch.cuda.set_device(self.device)
             dist.init_process_group(self.backend, timeout=timedelta(seconds=ddp_cfg.timeout_s),
