@@ -223,7 +223,9 @@ class DDPConfig(Section):
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     nproc_per_node: int | Literal["auto"] = "auto"
     shard_optimizer_state: bool = True
-    bucket_cap_mb: float = Field(25.0, gt=0)
+    bucket_cap_mb: float = Field(
+        100.0, gt=0, description="gradient bucket size (and ZeRO-1 broadcast bucket size): fewer, larger all-reduces "
+        "and fewer compiled-graph splits; 100 beat torch's 25 by 2 points of 4-GPU efficiency on H200s")
     gradient_as_bucket_view: bool = True
     gradient_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="all-reduce gradients in this dtype (torch's DDP compression hooks): half the bytes "

@@ -1,0 +1,87 @@
+"""Standalone timings of base's hot kernels on a CUDA GPU: attention backends and the block's matrix products.
+
+Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). Prints one line per kernel with its time
+(median of triton.testing.do_bench) and TFLOP/s, so a profile of the training step can be read against
+what each kernel does alone. Used for the base analysis in benchmarking/README.md:
+
+    python3 scripts/microbench_base_kernels.py
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+B, H, T, D = 64, 12, 1024, 64
+D_MODEL, FFN, VOCAB = 768, 2048, 32768
+
+
+def bench(fn, grad_to_none=None) -> float:
+    from triton.testing import do_bench
+
+    return do_bench(fn, warmup=50, rep=300, return_mode="median", grad_to_none=grad_to_none)
+
+
+def attention() -> None:
+    # q, k, v as the model makes them: views of one [B, T, 3, H, D] projection
+    qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    flops_fwd = 4 * B * H * T * T * D
+
+    def views():
+        return qkv.permute(2, 0, 3, 1, 4)
+
+    backends = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                "efficient": SDPBackend.EFFICIENT_ATTENTION}
+    for name, backend in backends.items():
+        try:
+            with sdpa_kernel([backend]):
+                grad = torch.randn_like(F.scaled_dot_product_attention(*views()))
+                fwd = bench(lambda: F.scaled_dot_product_attention(*views()))
+                both = bench(lambda g=grad: F.scaled_dot_product_attention(*views()).backward(g), [qkv])
+        except RuntimeError as e:  # a backend this GPU or build lacks
+            print(f"attention {name}: not available ({str(e).splitlines()[0][:120]})")
+            continue
+        # backward does 2.5x the forward's matrix work (five products against two)
+        print(f"attention {name:9s} fwd {fwd:.3f} ms ({flops_fwd / fwd / 1e9:.0f} TFLOP/s)  fwd+bwd {both:.3f} ms "
+              f"({3.5 * flops_fwd / both / 1e9:.0f} TFLOP/s)")
+    from torch.nn.attention.flex_attention import flex_attention
+
+    flex = torch.compile(flex_attention)
+    q, k, v = (t.contiguous().requires_grad_() for t in views())
+    grad = torch.randn_like(flex(q, k, v))
+    fwd = bench(lambda: flex(q, k, v))
+    both = bench(lambda: flex(q, k, v).backward(grad), [q, k, v])
+    print(f"attention {'flex':9s} fwd {fwd:.3f} ms ({flops_fwd / fwd / 1e9:.0f} TFLOP/s)  fwd+bwd {both:.3f} ms "
+          f"({3.5 * flops_fwd / both / 1e9:.0f} TFLOP/s)")
+
+
+def matmuls() -> None:
+    m = B * T
+    shapes = {"qkv": (m, D_MODEL, 3 * D_MODEL), "proj": (m, D_MODEL, D_MODEL), "gate_up": (m, D_MODEL, 2 * FFN),
+              "down": (m, FFN, D_MODEL), "head (half masked)": (m // 2, D_MODEL, VOCAB)}
+    for name, (rows, k, n) in shapes.items():
+        x = torch.randn(rows, k, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        gy = torch.randn(rows, n, device="cuda", dtype=torch.bfloat16)
+        flops = 2 * rows * k * n
+        times = {"fwd": bench(lambda x=x, w=w: x @ w.t()), "dX": bench(lambda gy=gy, w=w: gy @ w),
+                 "dW": bench(lambda gy=gy, x=x: gy.t() @ x)}
+        print(f"matmul {name:18s} " + "  ".join(f"{key} {t:.3f} ms ({flops / t / 1e9:.0f} TFLOP/s)"
+                                                 for key, t in times.items()))
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("error: this microbenchmark needs a CUDA GPU", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    attention()
+    matmuls()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
