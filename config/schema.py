@@ -225,14 +225,14 @@ class DDPConfig(Section):
     shard_optimizer_state: bool = True
     bucket_cap_mb: float = Field(
         100.0, gt=0, description="gradient bucket size (and ZeRO-1 broadcast bucket size): fewer, larger all-reduces "
-        "and fewer compiled-graph splits; 100 beat torch's 25 by 2 points of 4-GPU efficiency on H200s")
+        "and fewer compiled-graph splits; 100 beat torch's 25 by 0.6-2 points of 4-GPU efficiency on H200s")
     gradient_as_bucket_view: bool = True
     gradient_compression: Literal["none", "bf16", "fp16"] = Field(
         "none", description="all-reduce gradients in this dtype (torch's DDP compression hooks): half the bytes "
         "on the wire, the averaged gradient rounded once to it")
     nccl_protocol: Literal["auto", "Simple", "LL", "LL128"] = Field(
-        "auto", description="NCCL_PROTO for the gradient all-reduces (nccl backend only); auto leaves the choice to "
-        "NCCL's tuner, which picked LL for 25 MB buckets on 4 H200s (see benchmarking/README.md)")
+        "auto", description="NCCL_PROTO for every NCCL collective of the run (nccl backend only); auto leaves the "
+        "choice to NCCL's tuner, which picked LL for 25 MB buckets on 4 H200s (see benchmarking/README.md)")
     find_unused_parameters: bool = False
     timeout_s: float = Field(600.0, gt=0)
     max_restarts: int = Field(0, ge=0)

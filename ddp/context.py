@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,7 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def apply_nccl_settings(ddp_cfg: DDPConfig, backend: str, environ: dict[str, str] | os._Environ = os.environ,
+def apply_nccl_settings(ddp_cfg: DDPConfig, backend: str, environ: MutableMapping[str, str] = os.environ,
                         ) -> dict[str, str]:
     """Export the config's NCCL choices before the process group exists (NCCL reads them at communicator
     creation). An explicit config value replaces an inherited NCCL_PROTO; 'auto' leaves the environment alone.
