@@ -15,14 +15,24 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-B, H, T, D = 64, 12, 1024, 64
-D_MODEL, FFN, VOCAB = 768, 2048, 32768
+from config.schema import MODEL_SIZES
+from diffusionlm.models.transformer import default_ffn_hidden
+
+# base = the named size xlarge at the reference's T=1024, batch 64, vocabulary 32768
+D_MODEL, _, H = MODEL_SIZES["xlarge"]
+B, T, D, FFN, VOCAB = 64, 1024, D_MODEL // H, default_ffn_hidden(D_MODEL), 32768
 
 
 def bench(fn, grad_to_none=None) -> float:
     from triton.testing import do_bench
 
     return do_bench(fn, warmup=50, rep=300, return_mode="median", grad_to_none=grad_to_none)
+
+
+def report_attention(name: str, flops_fwd: int, fwd: float, both: float) -> None:
+    # backward does 2.5x the forward's matrix work (five products against two)
+    print(f"attention {name:9s} fwd {fwd:.3f} ms ({flops_fwd / fwd / 1e9:.0f} TFLOP/s)  fwd+bwd {both:.3f} ms "
+          f"({3.5 * flops_fwd / both / 1e9:.0f} TFLOP/s)")
 
 
 def attention() -> None:
@@ -44,9 +54,7 @@ def attention() -> None:
         except RuntimeError as e:  # a backend this GPU or build lacks
             print(f"attention {name}: not available ({str(e).splitlines()[0][:120]})")
             continue
-        # backward does 2.5x the forward's matrix work (five products against two)
-        print(f"attention {name:9s} fwd {fwd:.3f} ms ({flops_fwd / fwd / 1e9:.0f} TFLOP/s)  fwd+bwd {both:.3f} ms "
-              f"({3.5 * flops_fwd / both / 1e9:.0f} TFLOP/s)")
+        report_attention(name, flops_fwd, fwd, both)
     from torch.nn.attention.flex_attention import flex_attention
 
     flex = torch.compile(flex_attention)
@@ -54,8 +62,7 @@ def attention() -> None:
     grad = torch.randn_like(flex(q, k, v))
     fwd = bench(lambda: flex(q, k, v))
     both = bench(lambda: flex(q, k, v).backward(grad), [q, k, v])
-    print(f"attention {'flex':9s} fwd {fwd:.3f} ms ({flops_fwd / fwd / 1e9:.0f} TFLOP/s)  fwd+bwd {both:.3f} ms "
-          f"({3.5 * flops_fwd / both / 1e9:.0f} TFLOP/s)")
+    report_attention("flex", flops_fwd, fwd, both)
 
 
 def matmuls() -> None:
