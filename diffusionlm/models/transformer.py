@@ -35,15 +35,18 @@ class Rotary(nn.Module):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
         freqs = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)
-        # Buffers are non-persistent: they are a pure function of the config, not learned state.
-        self.register_buffer("cos", freqs.cos().repeat(1, 2)[None, None], persistent=False)
-        self.register_buffer("sin", freqs.sin().repeat(1, 2)[None, None], persistent=False)
+        # [T, 1, D/2]: broadcast over heads of a [B, T, H, D] input. Non-persistent: a pure function of the
+        # config, not learned state.
+        self.register_buffer("cos", freqs.cos()[:, None], persistent=False)
+        self.register_buffer("sin", freqs.sin()[:, None], persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, H, T, D]
-        T = x.shape[-2]
-        cos, sin = self.cos[:, :, :T].to(x.dtype), self.sin[:, :, :T].to(x.dtype)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, H, D]
+        T = x.shape[1]
+        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat((-x2, x1), dim=-1) * sin
+        # Each half written out: the compiler then stores both halves from one kernel, where the textbook
+        # x * cos + rotate_half(x) * sin would first build the rotated copy.
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
 class Attention(nn.Module):
@@ -57,8 +60,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = self.rotary(q), self.rotary(k)
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
+        # q, k, v stay in [B, T, H, D] memory order and are handed to attention as transposed views: the
+        # fused kernels take strided inputs and return the output (and, backwards, the gradients) in the
+        # query's memory order, so no layout copy is made on the way in or out.
+        q, k, v = self.rotary(q).transpose(1, 2), self.rotary(k).transpose(1, 2), v.transpose(1, 2)
         if self.causal:
             if key_mask is not None:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() & key_mask

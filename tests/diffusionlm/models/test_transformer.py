@@ -39,6 +39,36 @@ def test_output_mask_selects_rows_in_order() -> None:
     torch.testing.assert_close(part, full[sel])
 
 
+def reference_attention(attn: torch.nn.Module, x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Attention with RoPE written from its definition: each (2i, 2i + D/2) pair of a head's query and key
+    is rotated by the angle pos * theta^(-2i/D), then plain softmax(q k^T / sqrt(D)) v over all keys."""
+    B, T, d = x.shape
+    H = attn.n_heads
+    D = d // H
+    q, k, v = attn.qkv(x).split(d, dim=-1)
+    q, k, v = (t.reshape(B, T, H, D).transpose(1, 2) for t in (q, k, v))
+    angle = torch.arange(T)[:, None] * theta ** (-torch.arange(0, D, 2) / D)[None]  # [T, D/2]
+    rot = torch.zeros(T, D, D)
+    half = D // 2
+    for i in range(half):
+        c, s = torch.cos(angle[:, i]), torch.sin(angle[:, i])
+        rot[:, i, i], rot[:, i, i + half] = c, -s
+        rot[:, i + half, i], rot[:, i + half, i + half] = s, c
+    q, k = (torch.einsum("tij,bhtj->bhti", rot, t) for t in (q, k))
+    weights = torch.softmax(q @ k.transpose(-1, -2) / D**0.5, dim=-1)
+    return attn.proj((weights @ v).transpose(1, 2).reshape(B, T, d))
+
+
+def test_attention_matches_its_definition() -> None:
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    attn = DiffusionTransformer(cfg).blocks[0].attn
+    x = torch.randn(2, 16, cfg.d_model)
+    with torch.no_grad():
+        torch.testing.assert_close(attn(x, None), reference_attention(attn, x, cfg.rope_theta),
+                                   atol=1e-5, rtol=1e-4)
+
+
 def test_bidirectional_and_causal_information_flow() -> None:
     torch.manual_seed(0)
     x = torch.randint(5, 97, (1, 16))
