@@ -7,6 +7,15 @@ from pathlib import Path
 
 import pytest
 
+# Without a GPU, Triton kernels can still run on the CPU through Triton's interpreter, which must be chosen
+# before Triton is first imported. Only the kernel tests use it (DIFFUSIONLM_TRITON=interpret); everything
+# else takes the PyTorch path on the CPU either way.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("DIFFUSIONLM_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 TINYSTORIES = SHARED_DATA / "tinystories" / "train.jsonl"

@@ -30,26 +30,28 @@ import torch
 import torch.nn as nn
 
 from diffusionlm.diffusion.mdlm import MDLMObjective, forward_mask, sample_times
+from diffusionlm.ops import row_cross_entropy
 
 
 class _RowCrossEntropy(torch.autograd.Function):
     """Per-row fp32 cross-entropy, logsumexp(z) - z[target], with the gradient softmax(z) - onehot(target).
 
-    F.cross_entropy's function and gradient, written out so that the compiler keeps only the low-precision
-    logits and one fp32 logsumexp per row for backward, and computes the logits' gradient in one pass
-    (the log-softmax form writes and re-reads a full fp32 [N, V] tensor; autograd of a gather scatters
-    into a zero-filled fp32 [N, V] one).
+    F.cross_entropy's function and gradient, written out so that only the low-precision logits and one
+    fp32 logsumexp per row are kept for backward, and the logits' gradient is computed in one pass (the
+    log-softmax form writes and re-reads a full fp32 [N, V] tensor; autograd of a gather scatters into a
+    zero-filled fp32 [N, V] one). The forward is one read of the logits (`ops.row_cross_entropy`), which
+    also yields each row's argmax for the accuracy metric.
     """
 
     @staticmethod
-    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        z = logits.float()
-        lse = torch.logsumexp(z, dim=-1)
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ce, lse, argmax = row_cross_entropy(logits, targets)
         ctx.save_for_backward(logits, targets, lse)
-        return lse - z.gather(-1, targets[:, None]).squeeze(-1)
+        ctx.mark_non_differentiable(argmax)
+        return ce, argmax
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor, _grad_argmax: Any) -> tuple[torch.Tensor, None]:
         logits, targets, lse = ctx.saved_tensors
         z = logits.float()
         onehot = torch.arange(z.shape[-1], device=z.device)[None, :] == targets[:, None]
@@ -57,8 +59,8 @@ class _RowCrossEntropy(torch.autograd.Function):
         return grad_z.to(logits.dtype), None
 
 
-def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """fp32 cross-entropy of each row of `logits` [N, V] against `targets` [N] (no reduction)."""
+def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 cross-entropy, argmax) of each row of `logits` [N, V] against `targets` [N] (no reduction)."""
     return _RowCrossEntropy.apply(logits, targets)
 
 
@@ -89,14 +91,14 @@ def _masked_loss(model: nn.Module, objective: MDLMObjective, xt: torch.Tensor, x
     logits = model(xt, attention_mask=attention_mask, t=t, output_index=index)  # [N, V], <mask> logit -inf
     targets = x0.flatten().index_select(0, index)
     weights = objective.schedule.weight(t).index_select(0, torch.div(index, x0.shape[1], rounding_mode="floor"))
-    ce = cross_entropy_rows(logits, targets)
+    ce, predicted = cross_entropy_rows(logits, targets)
     valid = None
     if n_valid is not None:
         valid = torch.arange(index.shape[0], device=index.device) < n_valid
         weights = torch.where(valid, weights, 0.0)
     loss = (weights * ce).sum() / normalizer
     with torch.no_grad():
-        hits = logits.detach().argmax(-1) == targets
+        hits = predicted == targets
         if valid is None:
             ce_sum = ce.detach().sum()
             correct = hits.sum()

@@ -1,0 +1,74 @@
+"""Triton kernels behind `diffusionlm.ops`. Imported only where Triton is installed.
+
+Each kernel does in one pass over memory what the compiler's generated code does in more:
+- SwiGLU on the fused [gate | up] product: the backward reads gate, up and the incoming gradient once
+  and writes both halves of the product's gradient (the compiled concatenation reads them twice).
+- Row cross-entropy statistics: logsumexp by the online (running max) recurrence, the argmax and the
+  target's logit in a single read of the logits (the compiled reduction reads them twice).
+All arithmetic is fp32; results are rounded once to the output dtype.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def swiglu_forward_kernel(gate_up_ptr, out_ptr, n_elements, hidden, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n_elements
+    row, col = offsets // hidden, offsets % hidden
+    gate = tl.load(gate_up_ptr + row * 2 * hidden + col, mask=mask).to(tl.float32)
+    up = tl.load(gate_up_ptr + row * 2 * hidden + hidden + col, mask=mask).to(tl.float32)
+    out = gate * tl.sigmoid(gate) * up
+    tl.store(out_ptr + offsets, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def swiglu_backward_kernel(gate_up_ptr, grad_ptr, grad_gate_up_ptr, n_elements, hidden, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offsets < n_elements
+    row, col = offsets // hidden, offsets % hidden
+    gate_at = row * 2 * hidden + col
+    gate = tl.load(gate_up_ptr + gate_at, mask=mask).to(tl.float32)
+    up = tl.load(gate_up_ptr + gate_at + hidden, mask=mask).to(tl.float32)
+    grad = tl.load(grad_ptr + offsets, mask=mask).to(tl.float32)
+    sig = tl.sigmoid(gate)
+    # d silu(g) / dg = sig + g * sig * (1 - sig)
+    grad_gate = grad * up * sig * (1.0 + gate * (1.0 - sig))
+    grad_up = grad * gate * sig
+    dtype = grad_gate_up_ptr.dtype.element_ty
+    tl.store(grad_gate_up_ptr + gate_at, grad_gate.to(dtype), mask=mask)
+    tl.store(grad_gate_up_ptr + gate_at + hidden, grad_up.to(dtype), mask=mask)
+
+
+@triton.jit
+def row_cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, lse_ptr, argmax_ptr, n_cols, row_stride,
+                             BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * row_stride
+    running_max = tl.full((), -float("inf"), tl.float32)
+    running_sum = tl.zeros((), tl.float32)
+    best = tl.zeros((), tl.int32)
+    for start in range(0, n_cols, BLOCK):
+        cols = start + tl.arange(0, BLOCK)
+        z = tl.load(base + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
+        block_max = tl.max(z, axis=0)
+        # first index of the block's maximum; a later block wins only with a strictly larger value, so the
+        # result is the first maximal index of the row, as torch.argmax gives
+        block_best = tl.min(tl.where(z == block_max, cols, n_cols), axis=0)
+        best = tl.where(block_max > running_max, block_best, best)
+        new_max = tl.maximum(running_max, block_max)
+        # exponents relative to the running maximum; while it is still -inf (leading blocks of -inf only)
+        # there is nothing to rescale and every term is 0
+        shift = tl.where(new_max == -float("inf"), 0.0, new_max)
+        rescale = tl.where(running_max == new_max, 1.0, tl.exp(running_max - shift))
+        running_sum = running_sum * rescale + tl.sum(tl.exp(z - shift), axis=0)
+        running_max = new_max
+    lse = running_max + tl.log(running_sum)
+    target = tl.load(targets_ptr + row)
+    target_logit = tl.load(base + target).to(tl.float32)
+    tl.store(loss_ptr + row, lse - target_logit)
+    tl.store(lse_ptr + row, lse)
+    tl.store(argmax_ptr + row, best.to(tl.int64))
