@@ -1,4 +1,5 @@
-"""Standalone timings of base's hot kernels on a CUDA GPU: attention backends and the block's matrix products.
+"""Standalone timings of base's hot kernels on a CUDA GPU: attention backends, the block's matrix products,
+and diffusionlm.ops' Triton kernels against the compiled PyTorch they replace (with their largest differences).
 
 Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). Prints one line per kernel with its time
 (median of triton.testing.do_bench) and TFLOP/s, so a profile of the training step can be read against
@@ -80,6 +81,41 @@ def matmuls() -> None:
                                                  for key, t in times.items()))
 
 
+def swiglu_kernels() -> None:
+    import diffusionlm.ops as ops
+
+    swiglu, swiglu_backward = torch.ops.diffusionlm.swiglu, torch.ops.diffusionlm.swiglu_backward
+    gate_up = torch.randn(B, T, 2 * FFN, device="cuda", dtype=torch.bfloat16)
+    grad = torch.randn(B, T, FFN, device="cuda", dtype=torch.bfloat16)
+    compiled = torch.compile(ops.swiglu_reference)
+    x = gate_up.clone().requires_grad_()
+    ref = gate_up.float().requires_grad_()
+    ops.swiglu_reference(ref).backward(grad.float())
+    err_fwd = (swiglu(gate_up).float() - ops.swiglu_reference(gate_up.float())).abs().max()
+    err_bwd = (swiglu_backward(gate_up, grad).float() - ref.grad).abs().max()
+    times = {"fwd": bench(lambda: swiglu(gate_up)), "compiled fwd": bench(lambda: compiled(gate_up)),
+             "bwd": bench(lambda: swiglu_backward(gate_up, grad)),
+             "fwd+bwd": bench(lambda: (swiglu(gate_up), swiglu_backward(gate_up, grad))),
+             "compiled fwd+bwd": bench(lambda: compiled(x).backward(grad), [x])}
+    print("swiglu  " + "  ".join(f"{k} {t:.3f} ms" for k, t in times.items())
+          + f"  max |diff| fwd {err_fwd:.3g} bwd {err_bwd:.3g}")
+
+
+def cross_entropy_kernel() -> None:
+    import diffusionlm.ops as ops
+
+    rows = 34157  # base's static masked-row capacity at batch 64 x 1024
+    logits = (3 * torch.randn(rows, VOCAB, device="cuda")).to(torch.bfloat16)
+    logits[:, 3] = float("-inf")
+    targets = torch.randint(5, VOCAB, (rows,), device="cuda")
+    compiled = torch.compile(ops.row_cross_entropy_reference)
+    kernel = torch.ops.diffusionlm.row_cross_entropy
+    ours, ref = kernel(logits, targets), ops.row_cross_entropy_reference(logits, targets)
+    ours_ms = bench(lambda: kernel(logits, targets))
+    print(f"row CE  {ours_ms:.3f} ms  compiled {bench(lambda: compiled(logits, targets)):.3f} ms  "
+          f"max |diff| {(ours[0] - ref[0]).abs().max():.3g}  argmax mismatches {int((ours[2] != ref[2]).sum())}")
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("error: this microbenchmark needs a CUDA GPU", file=sys.stderr)
@@ -87,6 +123,8 @@ def main() -> int:
     torch.manual_seed(0)
     attention()
     matmuls()
+    swiglu_kernels()
+    cross_entropy_kernel()
     return 0
 
 
