@@ -26,6 +26,8 @@ def _triton_kernels() -> ModuleType:
 
     return triton_kernels
 
+
+_TRITON_MODES = ("auto", "1", "0", "interpret")
 _BLOCK = 1024
 _CE_BLOCK = 4096
 
@@ -37,11 +39,13 @@ def _cdiv(a: int, b: int) -> int:
 def triton_enabled(t: torch.Tensor) -> bool:
     """Whether `t` goes through a Triton kernel (decided at trace time under torch.compile).
 
-    DIFFUSIONLM_TRITON: unset or "auto": CUDA tensors do; "0": nothing does (the PyTorch path, for
+    DIFFUSIONLM_TRITON: unset, "auto" or "1": CUDA tensors do; "0": nothing does (the PyTorch path, for
     comparisons); "interpret": CPU tensors do too, through Triton's interpreter (TRITON_INTERPRET=1 set
     before Triton is imported), which is how the kernels are tested without a GPU.
     """
     mode = os.environ.get("DIFFUSIONLM_TRITON", "auto")
+    if mode not in _TRITON_MODES:
+        raise ValueError(f"DIFFUSIONLM_TRITON={mode!r}: expected one of {', '.join(_TRITON_MODES)}")
     if mode == "0" or not (t.is_cuda or mode == "interpret"):
         return False
     return HAVE_TRITON

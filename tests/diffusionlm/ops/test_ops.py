@@ -32,6 +32,9 @@ def test_kernels_are_used_and_can_be_turned_off(monkeypatch):
     assert not ops.triton_enabled(t)
     monkeypatch.setenv("DIFFUSIONLM_TRITON", "auto")
     assert ops.triton_enabled(t) == (DEVICE == "cuda"), "CPU tensors take the PyTorch path by default"
+    monkeypatch.setenv("DIFFUSIONLM_TRITON", "off")
+    with pytest.raises(ValueError, match=r"DIFFUSIONLM_TRITON='off'.*auto, 1, 0, interpret"):
+        ops.triton_enabled(t)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
