@@ -5,8 +5,9 @@ breaks a torch.compile graph in two and leaves the fp32 cross-entropy over [N, V
 (the logits are written in bf16, read, upcast and written again in fp32, and the same again backwards).
 `CompiledMaskedLoss` computes the same function: it draws times and masks exactly as the objective does
 (same generator calls, same order), turns the mask into flat indices, then runs body, head on the masked
-rows, fp32 log-softmax and the weighted sum in a single graph, so the compiler fuses the upcast and the
-softmax into the head's epilogue.
+rows, fp32 cross-entropy and the weighted sum in a single graph: the logits stay bf16 in memory, the
+forward statistics take one read of them (`diffusionlm.ops.row_cross_entropy`) and the compiler fuses the
+upcast and the softmax into the gradient's one pass.
 
 With antithetic times the number of masked positions has a tight upper bound (`static_capacity`), so the
 indices come from `torch.nonzero_static` padded to that bound: no host sync, one static shape. Padded rows
