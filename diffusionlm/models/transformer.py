@@ -45,8 +45,7 @@ class Rotary(nn.Module):
         T = x.shape[1]
         cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
-        # Each half written out: the compiler then stores both halves from one kernel, where the textbook
-        # x * cos + rotate_half(x) * sin would first build the rotated copy.
+        # x * cos + rotate_half(x) * sin, written per half
         return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
 
 
