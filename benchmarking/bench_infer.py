@@ -29,8 +29,7 @@ from benchmarking.common import (
     write_result,
 )
 from config import add_config_arguments, config_from_args
-
-SIZES = ["tiny", "small", "medium", "large", "xlarge", "xxlarge"]
+from config.schema import MODEL_SIZES
 
 
 def _int_list(text: str) -> list[int]:
@@ -48,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, "train.toml")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="a trained model: run dir, checkpoint dir or final/ export")
-    src.add_argument("--size", choices=SIZES, help="a freshly initialised model of this size (speed only)")
+    src.add_argument("--size", choices=list(MODEL_SIZES), help="a freshly initialised model of this size (speed only)")
     p.add_argument("--vocab-size", type=int, help="with --size: model.vocab_size")
     p.add_argument("--context-length", type=int, help="with --size: model.context_length")
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample (no prompt)")

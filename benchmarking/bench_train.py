@@ -28,6 +28,7 @@ from benchmarking.common import (
     write_result,
 )
 from config import add_config_arguments, config_from_args
+from config.schema import MODEL_SIZES
 
 FLOP_FORMULA = (
     "per optimizer step, forward + backward, matrix products only: "
@@ -255,7 +256,7 @@ def add_reference(record: dict[str, Any], ref: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusionlm-bench-train", description=__doc__)
     add_config_arguments(parser, "train.toml")
-    parser.add_argument("--size", choices=["tiny", "small", "medium", "large", "xlarge", "xxlarge"])
+    parser.add_argument("--size", choices=list(MODEL_SIZES))
     parser.add_argument("--context-length", type=int)
     parser.add_argument("--batch-size", type=int, help="sequences per micro-step (data.batch_size)")
     parser.add_argument("--vocab-size", type=int, help="model.vocab_size (the tokenizer's may be smaller)")

@@ -155,7 +155,6 @@ def emit_report(report: dict[str, Any], output: str | None) -> None:
         Path(output).write_text(text + "\n", encoding="utf-8")
 
 
-
 class GcPauses:
     """Collector passes (generation, seconds) while active: a full pass over a compiled model's objects can
     stall a step for tens of milliseconds, which shows as a slow outlier step."""
