@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config.schema import ModelConfig
-from diffusionlm.ops import swiglu
+from diffusionlm.ops import rotary_qkv, swiglu
 
 
 def default_ffn_hidden(d_model: int) -> int:
@@ -30,7 +30,7 @@ class RMSNorm(nn.RMSNorm):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding, rotate-half layout (contiguous halves, no strided gathers)."""
+    """Rotary position embedding of q and k, rotate-half layout (contiguous halves, no strided gathers)."""
 
     def __init__(self, head_dim: int, max_len: int, theta: float):
         super().__init__()
@@ -41,12 +41,10 @@ class Rotary(nn.Module):
         self.register_buffer("cos", freqs.cos()[:, None], persistent=False)
         self.register_buffer("sin", freqs.sin()[:, None], persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, H, D]
-        T = x.shape[1]
-        cos, sin = self.cos[:T].to(x.dtype), self.sin[:T].to(x.dtype)
-        x1, x2 = x.chunk(2, dim=-1)
-        # x * cos + rotate_half(x) * sin, written per half
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    def forward(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qkv: the projection viewed as [B, T, 3, H, D] -> rotated q, rotated k, v (each [B, T, H, D])."""
+        T = qkv.shape[1]
+        return rotary_qkv(qkv, self.cos[:T].to(qkv.dtype), self.sin[:T].to(qkv.dtype))
 
 
 class Attention(nn.Module):
@@ -60,11 +58,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).unbind(2)
+        q, k, v = self.rotary(self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads))
         # q, k, v stay in [B, T, H, D] memory order and are handed to attention as transposed views: the
         # fused kernels take strided inputs and return the output (and, backwards, the gradients) in the
         # query's memory order, so no layout copy is made on the way in or out.
-        q, k, v = self.rotary(q).transpose(1, 2), self.rotary(k).transpose(1, 2), v.transpose(1, 2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if self.causal:
             if key_mask is not None:
                 mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() & key_mask

@@ -72,3 +72,37 @@ def row_cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, lse_ptr, argmax_
     tl.store(loss_ptr + row, lse - target_logit)
     tl.store(lse_ptr + row, lse)
     tl.store(argmax_ptr + row, best.to(tl.int64))
+
+
+
+@triton.jit
+def rotary_qkv_backward_kernel(grad_q_ptr, grad_k_ptr, grad_v_ptr, cos_ptr, sin_ptr, out_ptr, n_pos, T, HD,
+                               sq_b, sq_t, sq_h, sk_b, sk_t, sk_h, sv_b, sv_t, sv_h,
+                               HALF: tl.constexpr, ROWS: tl.constexpr, CHUNK: tl.constexpr):
+    """ROWS positions x CHUNK of the H x D elements per program: the q and k gradients rotated back and the
+    v gradient, written side by side as each position's [3, H, D] slice of the projection's gradient.
+
+    Each lane loads its element and its rotation partner (the same offset in the other half of the head),
+    so every load and store is a contiguous run; the partner loads hit lines already in cache."""
+    pos = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    e = tl.program_id(1) * CHUNK + tl.arange(0, CHUNK)
+    ok = (pos < n_pos)[:, None] & (e < HD)[None, :]
+    b, t = (pos // T).to(tl.int64), pos % T
+    head, d = e // (2 * HALF), e % (2 * HALF)
+    first = d < HALF
+    partner = tl.where(first, d + HALF, d - HALF)
+    j = tl.where(first, d, d - HALF)[None, :]
+    cos = tl.load(cos_ptr + t[:, None] * HALF + j, mask=ok).to(tl.float32)
+    # forward: y1 = x1 cos - x2 sin, y2 = x2 cos + x1 sin; its transpose rotates by -angle:
+    # x1' = g1 cos + g2 sin, x2' = g2 cos - g1 sin
+    sin = tl.load(sin_ptr + t[:, None] * HALF + j, mask=ok).to(tl.float32) * tl.where(first, 1.0, -1.0)[None, :]
+    out = out_ptr + pos.to(tl.int64)[:, None] * 3 * HD + e[None, :]
+    dtype = out_ptr.dtype.element_ty
+    at = grad_q_ptr + (b * sq_b + t * sq_t)[:, None] + (head * sq_h)[None, :]
+    g, g_partner = tl.load(at + d[None, :], mask=ok).to(tl.float32), tl.load(at + partner[None, :], mask=ok)
+    tl.store(out, (g * cos + g_partner.to(tl.float32) * sin).to(dtype), mask=ok)
+    at = grad_k_ptr + (b * sk_b + t * sk_t)[:, None] + (head * sk_h)[None, :]
+    g, g_partner = tl.load(at + d[None, :], mask=ok).to(tl.float32), tl.load(at + partner[None, :], mask=ok)
+    tl.store(out + HD, (g * cos + g_partner.to(tl.float32) * sin).to(dtype), mask=ok)
+    at = grad_v_ptr + (b * sv_b + t * sv_t)[:, None] + (head * sv_h)[None, :]
+    tl.store(out + 2 * HD, tl.load(at + d[None, :], mask=ok), mask=ok)
