@@ -5,7 +5,8 @@ plain PyTorch reference of the same semantics everywhere else (CPU, or `DIFFUSIO
 comparisons; see `dispatch.triton_enabled`). The kernels are registered as torch custom ops, so
 torch.compile calls them as single kernels inside its graphs. Model and loss code call these functions
 and know nothing of which path runs:
-- `swiglu`: silu(gate) * up on the fused [gate | up] product (swiglu.py);
+- `swiglu`, `swiglu_mlp`: silu(gate) * up on the fused [gate | up] product, and the whole MLP with the
+  SwiGLU backward fused into a product's epilogue on sm90+ (swiglu.py, triton_mlp.py);
 - `rotary_qkv`: rotary embedding of the fused q/k/v projection, one-pass backward (rotary.py);
 - `row_cross_entropy`, `cross_entropy_rows`, `linear_cross_entropy`: cross-entropy statistics, its
   memory-lean autograd form, and the head fused with the weighted loss (cross_entropy.py).
@@ -20,7 +21,7 @@ from diffusionlm.ops.cross_entropy import (
 )
 from diffusionlm.ops.dispatch import HAVE_TRITON, triton_enabled
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference
-from diffusionlm.ops.swiglu import swiglu, swiglu_reference
+from diffusionlm.ops.swiglu import swiglu, swiglu_mlp, swiglu_mlp_reference, swiglu_reference
 
 __all__ = [
     "HAVE_TRITON",
@@ -32,6 +33,8 @@ __all__ = [
     "row_cross_entropy",
     "row_cross_entropy_reference",
     "swiglu",
+    "swiglu_mlp",
+    "swiglu_mlp_reference",
     "swiglu_reference",
     "triton_enabled",
 ]

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import cdiv, triton_enabled, triton_kernels
+from diffusionlm.ops.dispatch import cdiv, interpreting, triton_enabled, triton_kernels
 
 _BLOCK = 1024
 
@@ -62,3 +62,79 @@ def _swiglu_backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
 
 
 _swiglu_op.register_autograd(_swiglu_backward, setup_context=_swiglu_setup)
+
+
+# ---------------------------------------------------------------- the whole MLP
+def swiglu_mlp_reference(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
+    return F.linear(swiglu(F.linear(x, gate_up_weight)), down_weight)
+
+
+def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
+    """A block's MLP: down(silu(gate) * up) with [gate | up] = x @ gate_up_weight^T (bias-free linears).
+
+    On GPUs with TMA (sm90+) its backward runs the down projection's input gradient with the SwiGLU
+    backward in the product's epilogue (`triton_mlp.py`), which never writes the hidden gradient; the
+    forward and the other three products are the same cuBLAS calls and SwiGLU kernel as the plain
+    composition, which runs everywhere else (and without gradients). Under autocast the products run in
+    the autocast dtype, as linear layers would.
+    """
+    if not (torch.is_grad_enabled() and triton_enabled(x) and _has_tma(x)):
+        return swiglu_mlp_reference(x, gate_up_weight, down_weight)
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    y = _SwiGLUMLP.apply(x.reshape(-1, x.shape[-1]).to(dtype), gate_up_weight.to(dtype), down_weight.to(dtype))
+    return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def _has_tma(x: torch.Tensor) -> bool:
+    return interpreting() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)
+
+
+class _SwiGLUMLP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
+                ) -> torch.Tensor:
+        gate_up = x @ gate_up_weight.t()
+        hidden = torch.ops.diffusionlm.swiglu(gate_up)
+        ctx.save_for_backward(x, gate_up_weight, down_weight, gate_up, hidden)
+        return hidden @ down_weight.t()
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, gate_up_weight, down_weight, gate_up, hidden = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_gate_up = torch.ops.diffusionlm.down_grad_swiglu_backward(grad_y, down_weight, gate_up)
+        return grad_gate_up @ gate_up_weight, grad_gate_up.t() @ x, grad_y.t() @ hidden
+
+
+@torch.library.custom_op("diffusionlm::down_grad_swiglu_backward", mutates_args=())
+def _down_grad_swiglu_backward_op(grad_y: torch.Tensor, down_weight: torch.Tensor, gate_up: torch.Tensor,
+                                  ) -> torch.Tensor:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    from diffusionlm.ops import triton_mlp
+
+    (M, K), N = grad_y.shape, down_weight.shape[1]
+    grad_gate_up = torch.empty_like(gate_up)
+    # block shapes are placeholders until the autotuner's pre-hook sets them from the chosen config
+    descs = {name: TensorDescriptor.from_tensor(t, [1, 1]) for name, t in (
+        ("grad_desc", grad_y), ("w_desc", down_weight.contiguous()), ("gate_desc", gate_up[:, :N]),
+        ("up_desc", gate_up[:, N:]), ("grad_gate_desc", grad_gate_up[:, :N]), ("grad_up_desc", grad_gate_up[:, N:]))}
+    kernel = triton_mlp.down_grad_swiglu_backward_kernel
+    n_sms = 4 if interpreting() else torch.cuda.get_device_properties(grad_y.device).multi_processor_count
+
+    def grid(meta: dict) -> tuple[int]:
+        return (min(n_sms, cdiv(M, meta["BM"]) * cdiv(N, meta["BN"])),)
+
+    if interpreting():  # the interpreter cannot benchmark configs: one small config, set by hand
+        config = {"BM": 32, "BN": 32, "BK": 16, "GROUP_M": 2}
+        triton_mlp.set_blocks({**descs, **config})
+        kernel.fn[grid(config)](*descs.values(), M, N, K, n_sms, **config, DOT_F32=True)
+    else:
+        kernel[grid](*descs.values(), M, N, K, n_sms, DOT_F32=False)
+    return grad_gate_up
+
+
+@_down_grad_swiglu_backward_op.register_fake
+def _(grad_y: torch.Tensor, down_weight: torch.Tensor, gate_up: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(gate_up)

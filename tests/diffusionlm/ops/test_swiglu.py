@@ -41,3 +41,50 @@ def test_swiglu_under_torch_compile_matches_eager():
     compiled = torch.compile(f, fullgraph=True)  # the custom op and its backward trace without breaks
     compiled(x_comp).backward()
     torch.testing.assert_close(x_comp.grad, x_eager.grad)
+
+
+def _mlp_inputs(dtype, seed=0):
+    # 74 rows, hidden 40, d 24: none a multiple of the test config's 32 x 32 x 16 tiles, so edge tiles clip
+    # (hidden at the gate/up boundary too)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 37, 24, generator=gen)
+    gate_up_w, down_w = 0.3 * torch.randn(80, 24, generator=gen), 0.3 * torch.randn(24, 40, generator=gen)
+    grad = torch.randn(2, 37, 24, generator=gen)
+    return [t.to(DEVICE, dtype) for t in (x, gate_up_w, down_w, grad)]
+
+
+def _mlp_forward_backward(fn, x, gate_up_w, down_w, grad):
+    leaves = [t.clone().requires_grad_() for t in (x, gate_up_w, down_w)]
+    y = fn(*leaves)
+    y.backward(grad)
+    return [y] + [t.grad for t in leaves]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_swiglu_mlp_matches_reference(dtype):
+    inputs = _mlp_inputs(dtype)
+    exact = _mlp_forward_backward(ops.swiglu_mlp_reference, *[t.double() for t in inputs])
+    ours = _mlp_forward_backward(ops.swiglu_mlp, *inputs)
+    plain = _mlp_forward_backward(ops.swiglu_mlp_reference, *inputs)
+    for o, p, e in zip(ours, plain, exact):
+        assert o.dtype == dtype
+        # within the rounding of the same computation done unfused (bf16: a few units in the last place)
+        scale = e.abs().max().item()
+        bound = 1e-6 * scale if dtype == torch.float32 else 2.5 * (p.double() - e).abs().max().item() + 1e-3 * scale
+        assert (o.double() - e).abs().max().item() <= bound
+
+
+def test_swiglu_mlp_uses_the_fused_backward_only_with_gradients():
+    x, gate_up_w, down_w, _ = _mlp_inputs(torch.float32)
+    y = ops.swiglu_mlp(x, gate_up_w.requires_grad_(), down_w.requires_grad_())
+    assert "SwiGLUMLP" in type(y.grad_fn.next_functions[0][0]).__name__  # under the reshape back to [B, T, d]
+    with torch.no_grad():
+        torch.testing.assert_close(ops.swiglu_mlp(x, gate_up_w, down_w), y.detach())
+
+
+def test_swiglu_mlp_under_torch_compile_matches_eager():
+    inputs = _mlp_inputs(torch.float32, seed=3)
+    eager = _mlp_forward_backward(ops.swiglu_mlp, *inputs)
+    compiled = _mlp_forward_backward(torch.compile(ops.swiglu_mlp, fullgraph=True), *inputs)
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b)
