@@ -129,6 +129,7 @@ class OptimizerStateSharding(torch.optim.Optimizer):
             # A skipped step (trainer's deferred statistics) leaves the owned parameters as they are; the
             # broadcasts below then carry unchanged values, so every rank still agrees.
             self.local.found_inf = getattr(self, "found_inf", None)
+            self.local.grad_scale = getattr(self, "grad_scale", None)  # gradient clipping, see Trainer
             self.local.step()
         self.broadcast_parameters()
         if not self._sync_hooks:

@@ -177,3 +177,24 @@ def test_collector_is_frozen_after_the_first_step_and_released_after_fit(tmp_pat
                            "training.num_samples=0", "logging.run_name=gc2"))
     trainer.fit()
     assert gc.get_freeze_count() == 0  # what a run leaves behind is collectable again
+
+
+def test_gradient_clipping_through_fused_adamw_matches_clip_grad_norm(tmp_path: Path) -> None:
+    # Fused AdamW takes the clip factor as its grad_scale instead of a pass over the gradients; a tight clip
+    # (every step clipped) must give the run that torch's clip_grad_norm_ + unfused AdamW gives.
+    common = ("training.max_train_iteration=5", "training.skip_validation=true", "training.num_samples=0",
+              "training.precision=fp32", "optimizer.optimizer_name=adamw", "optimizer.grad_clip=0.05",
+              "checkpoint.save_freq_iteration=1000")
+    runs = {}
+    for fused in ("on", "off"):
+        trainer = Trainer(_cfg(tmp_path, *common, f"optimizer.fused={fused}", f"logging.run_name=clip-{fused}"))
+        runs[fused] = (trainer.fit().losses, trainer.raw_model.state_dict())
+        assert trainer.parallel.skips_on_device(trainer.optimizer) == (fused == "on")
+        if fused == "on":
+            assert float(trainer.optimizer.grad_scale) > 1.0, "the clip was active"
+    (losses_on, state_on), (losses_off, state_off) = runs["on"], runs["off"]
+    assert [s for s, _ in losses_on] == [s for s, _ in losses_off]
+    for (_, a), (_, b) in zip(losses_on, losses_off):
+        assert a == pytest.approx(b, rel=1e-5)
+    for name, value in state_off.items():
+        torch.testing.assert_close(state_on[name], value, rtol=1e-4, atol=1e-6)
