@@ -165,7 +165,6 @@ class DiffusionTransformer(nn.Module):
         t: torch.Tensor | None = None,
         output_mask: torch.Tensor | None = None,
         output_index: torch.Tensor | None = None,
-        return_hidden: bool = False,
     ) -> torch.Tensor:
         """Logits for `input_ids` [B, T].
 
@@ -175,8 +174,6 @@ class DiffusionTransformer(nn.Module):
         [N, V] in row-major order of the True entries: the loss needs logits at masked positions only.
         output_index: int64 [N] flat positions into B*T, the same selection as `output_mask` given as
         `output_mask.flatten().nonzero()`; unlike a bool mask it keeps torch.compile graphs whole.
-        return_hidden: return the final normalized hidden states of those positions, [..., d_model], and
-        leave the head to the caller (a loss that fuses the head with its cross-entropy).
         The `<mask>` logit is always -inf so it can never be predicted or sampled.
         """
         x = self.embed(input_ids)
@@ -195,7 +192,5 @@ class DiffusionTransformer(nn.Module):
             x = x[output_mask]
         elif output_index is not None:
             x = x.flatten(0, 1).index_select(0, output_index)
-        if return_hidden:
-            return x
         logits = self.head(x)
         return logits.index_fill(-1, self.mask_index, float("-inf"))

@@ -1,33 +1,23 @@
 """Fused kernels with pure-PyTorch fallbacks of the same semantics.
 
-Each function runs Triton kernels (`triton_kernels.py`) on CUDA tensors when Triton is installed, and a
-plain PyTorch reference of the same semantics everywhere else (CPU, or `DIFFUSIONLM_TRITON=0` for
-comparisons; see `dispatch.triton_enabled`). The kernels are registered as torch custom ops, so
-torch.compile calls them as single kernels inside its graphs. Model and loss code call these functions
-and know nothing of which path runs:
+Each function runs Triton kernels (`triton_kernels.py`, `triton_mlp.py`) on CUDA tensors when Triton is
+installed, and a plain PyTorch reference of the same semantics everywhere else (CPU, or
+`DIFFUSIONLM_TRITON=0` for comparisons; see `dispatch.triton_enabled`). The kernels are registered as torch
+custom ops, so torch.compile calls them as single kernels inside its graphs. Model and loss code call these
+functions and know nothing of which path runs:
 - `swiglu`, `swiglu_mlp`: silu(gate) * up on the fused [gate | up] product, and the whole MLP with the
   SwiGLU backward fused into a product's epilogue on sm90+ (swiglu.py, triton_mlp.py);
 - `rotary_qkv`: rotary embedding of the fused q/k/v projection, one-pass backward (rotary.py);
-- `row_cross_entropy`, `cross_entropy_rows`, `linear_cross_entropy`: cross-entropy statistics, its
-  memory-lean autograd form, and the head fused with the weighted loss (cross_entropy.py).
+- `row_cross_entropy`: cross-entropy statistics of logit rows in one read (cross_entropy.py).
 """
 
-from diffusionlm.ops.cross_entropy import (
-    cross_entropy_rows,
-    linear_cross_entropy,
-    linear_cross_entropy_reference,
-    row_cross_entropy,
-    row_cross_entropy_reference,
-)
+from diffusionlm.ops.cross_entropy import row_cross_entropy, row_cross_entropy_reference
 from diffusionlm.ops.dispatch import HAVE_TRITON, triton_enabled
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference
 from diffusionlm.ops.swiglu import swiglu, swiglu_mlp, swiglu_mlp_reference, swiglu_reference
 
 __all__ = [
     "HAVE_TRITON",
-    "cross_entropy_rows",
-    "linear_cross_entropy",
-    "linear_cross_entropy_reference",
     "rotary_qkv",
     "rotary_qkv_reference",
     "row_cross_entropy",

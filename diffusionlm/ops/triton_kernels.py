@@ -5,9 +5,6 @@ Each kernel does in one pass over memory what the compiler's generated code does
   and writes both halves of the product's gradient (the compiled concatenation reads them twice).
 - Row cross-entropy statistics: logsumexp by the online (running max) recurrence, the argmax and the
   target's logit in a single read of the logits (the compiled reduction reads them twice).
-- Cross-entropy with its gradient: for a loss that is a weighted sum of row cross-entropies the gradient
-  of the logits is known in the forward, so one read of a row (held in registers when it fits) yields the
-  statistics and the gradient, which the backward keeps instead of the logits.
 - Rotary backward: the q and k gradients rotated back and the v gradient, interleaved into the fused
   projection's gradient in one pass.
 All arithmetic is fp32; results are rounded once to the output dtype.
@@ -17,8 +14,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-next_power_of_2 = triton.next_power_of_2
 
 
 @triton.jit
@@ -51,16 +46,16 @@ def swiglu_backward_kernel(gate_up_ptr, grad_ptr, grad_gate_up_ptr, n_elements, 
 
 
 @triton.jit
-def _online_row_stats(base, n_cols, excluded, BLOCK: tl.constexpr):
-    """(logsumexp, first index of the maximum) of one row, read once block by block; column `excluded`
-    (-1: none) counts as -inf."""
+def row_cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, lse_ptr, argmax_ptr, n_cols, row_stride,
+                             BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * row_stride
     running_max = tl.full((), -float("inf"), tl.float32)
     running_sum = tl.zeros((), tl.float32)
     best = tl.zeros((), tl.int32)
     for start in range(0, n_cols, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         z = tl.load(base + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
-        z = tl.where(cols == excluded, -float("inf"), z)
         block_max = tl.max(z, axis=0)
         # first index of the block's maximum; a later block wins only with a strictly larger value, so the
         # result is the first maximal index of the row, as torch.argmax gives
@@ -73,56 +68,13 @@ def _online_row_stats(base, n_cols, excluded, BLOCK: tl.constexpr):
         rescale = tl.where(running_max == new_max, 1.0, tl.exp(running_max - shift))
         running_sum = running_sum * rescale + tl.sum(tl.exp(z - shift), axis=0)
         running_max = new_max
-    return running_max + tl.log(running_sum), best
-
-
-@triton.jit
-def row_cross_entropy_kernel(logits_ptr, targets_ptr, loss_ptr, lse_ptr, argmax_ptr, n_cols, row_stride,
-                             BLOCK: tl.constexpr):
-    row = tl.program_id(0).to(tl.int64)
-    base = logits_ptr + row * row_stride
-    lse, best = _online_row_stats(base, n_cols, -1, BLOCK)
-    target_logit = tl.load(base + tl.load(targets_ptr + row)).to(tl.float32)
+    lse = running_max + tl.log(running_sum)
+    target = tl.load(targets_ptr + row)
+    target_logit = tl.load(base + target).to(tl.float32)
     tl.store(loss_ptr + row, lse - target_logit)
     tl.store(lse_ptr + row, lse)
     tl.store(argmax_ptr + row, best.to(tl.int64))
 
-
-@triton.jit
-def cross_entropy_with_grad_kernel(logits_ptr, targets_ptr, weights_ptr, grad_ptr, loss_ptr, argmax_ptr,
-                                   n_cols, row_stride, excluded, BLOCK: tl.constexpr, ONE_BLOCK: tl.constexpr):
-    """Per row: cross-entropy, argmax, and the weighted loss's gradient weight * (softmax - onehot) with
-    column `excluded` at -inf (gradient 0). ONE_BLOCK: the row fits one block and is read once; otherwise
-    a statistics pass and a gradient pass."""
-    row = tl.program_id(0).to(tl.int64)
-    base = logits_ptr + row * row_stride
-    target = tl.load(targets_ptr + row)
-    weight = tl.load(weights_ptr + row).to(tl.float32)
-    dtype = grad_ptr.dtype.element_ty
-    if ONE_BLOCK:
-        cols = tl.arange(0, BLOCK)
-        z = tl.load(base + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
-        z = tl.where(cols == excluded, -float("inf"), z)
-        row_max = tl.max(z, axis=0)
-        best = tl.min(tl.where(z == row_max, cols, n_cols), axis=0)
-        e = tl.exp(z - row_max)
-        total = tl.sum(e, axis=0)
-        lse = row_max + tl.log(total)
-        onehot = cols == target
-        target_logit = tl.sum(tl.where(onehot, z, 0.0), axis=0)
-        grad = weight * (e / total - onehot.to(tl.float32))
-        tl.store(grad_ptr + row * n_cols + cols, grad.to(dtype), mask=cols < n_cols)
-    else:
-        lse, best = _online_row_stats(base, n_cols, excluded, BLOCK)
-        target_logit = tl.load(base + target).to(tl.float32)
-        for start in range(0, n_cols, BLOCK):
-            cols = start + tl.arange(0, BLOCK)
-            z = tl.load(base + cols, mask=cols < n_cols, other=-float("inf")).to(tl.float32)
-            z = tl.where(cols == excluded, -float("inf"), z)
-            grad = weight * (tl.exp(z - lse) - (cols == target).to(tl.float32))
-            tl.store(grad_ptr + row * n_cols + cols, grad.to(dtype), mask=cols < n_cols)
-    tl.store(loss_ptr + row, lse - target_logit)
-    tl.store(argmax_ptr + row, best.to(tl.int64))
 
 
 @triton.jit

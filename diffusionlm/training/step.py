@@ -25,12 +25,44 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from diffusionlm.diffusion.mdlm import MDLMObjective, forward_mask, sample_times
-from diffusionlm.ops import linear_cross_entropy
+from diffusionlm.ops import row_cross_entropy
+
+
+class _RowCrossEntropy(torch.autograd.Function):
+    """Per-row fp32 cross-entropy, logsumexp(z) - z[target], with the gradient softmax(z) - onehot(target).
+
+    F.cross_entropy's function and gradient, written out so that only the low-precision logits and one
+    fp32 logsumexp per row are kept for backward, and the logits' gradient is computed in one pass (the
+    log-softmax form writes and re-reads a full fp32 [N, V] tensor; autograd of a gather scatters into a
+    zero-filled fp32 [N, V] one). The forward is one read of the logits (`ops.row_cross_entropy`), which
+    also yields each row's argmax for the accuracy metric.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ce, lse, argmax = row_cross_entropy(logits, targets)
+        ctx.save_for_backward(logits, targets, lse)
+        ctx.mark_non_differentiable(argmax)
+        return ce, argmax
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _grad_argmax: Any) -> tuple[torch.Tensor, None]:
+        logits, targets, lse = ctx.saved_tensors
+        z = logits.float()
+        onehot = torch.arange(z.shape[-1], device=z.device)[None, :] == targets[:, None]
+        grad_z = (torch.exp(z - lse[:, None]) - onehot.float()) * grad[:, None]
+        return grad_z.to(logits.dtype), None
+
+
+def cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 cross-entropy, argmax) of each row of `logits` [N, V] against `targets` [N] (no reduction)."""
+    return _RowCrossEntropy.apply(logits, targets)
 
 
 def static_capacity(mask_prob: Callable[[torch.Tensor], torch.Tensor], batch_size: int, length: int, eps: float,
@@ -49,24 +81,23 @@ def static_capacity(mask_prob: Callable[[torch.Tensor], torch.Tensor], batch_siz
     return min(batch_size * length, math.ceil(mean + sigmas * std) + 8)
 
 
-def _masked_loss(model: nn.Module, head_weight: torch.Tensor, objective: MDLMObjective, xt: torch.Tensor,
-                 x0: torch.Tensor, attention_mask: torch.Tensor | None, t: torch.Tensor, index: torch.Tensor,
+def _masked_loss(model: nn.Module, objective: MDLMObjective, xt: torch.Tensor, x0: torch.Tensor,
+                 attention_mask: torch.Tensor | None, t: torch.Tensor, index: torch.Tensor,
                  normalizer: torch.Tensor, n_valid: torch.Tensor | None = None,
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(loss, sum of masked CE, number of correct argmax predictions) for the masked flat positions `index`.
 
     n_valid: with a padded (static-size) `index`, only its first n_valid rows are masked positions.
     """
-    hidden = model(xt, attention_mask=attention_mask, t=t, output_index=index, return_hidden=True)  # [N, d]
+    logits = model(xt, attention_mask=attention_mask, t=t, output_index=index)  # [N, V], <mask> logit -inf
     targets = x0.flatten().index_select(0, index)
     weights = objective.schedule.weight(t).index_select(0, torch.div(index, x0.shape[1], rounding_mode="floor"))
+    ce, predicted = cross_entropy_rows(logits, targets)
     valid = None
     if n_valid is not None:
         valid = torch.arange(index.shape[0], device=index.device) < n_valid
         weights = torch.where(valid, weights, 0.0)
-    # the model's head, with the <mask> logit at -inf as the model's own forward sets it
-    loss, ce, predicted = linear_cross_entropy(hidden, head_weight, targets, weights / normalizer,
-                                               objective.mask_token_id)
+    loss = (weights * ce).sum() / normalizer
     with torch.no_grad():
         hits = predicted == targets
         if valid is None:
@@ -82,14 +113,11 @@ class CompiledMaskedLoss:
     """Drop-in for `objective(model, batch, generator, normalizer)` with masked-only logits."""
 
     def __init__(self, objective: MDLMObjective, model: nn.Module, compile: bool = True,
-                 static_shapes: bool | None = None, head_weight: torch.Tensor | None = None):
-        """static_shapes: sync-free static-capacity selection (default: whenever times are antithetic).
-        head_weight: the model's output head weight (default `model.head.weight`; pass it when `model` is
-        wrapped, e.g. by DDP): the loss applies the head itself, fused with the cross-entropy."""
+                 static_shapes: bool | None = None):
+        """static_shapes: sync-free static-capacity selection (default: whenever times are antithetic)."""
         if not objective.masked_only_logits:
             raise ValueError("CompiledMaskedLoss computes logits at masked positions only (masked_only_logits)")
         self.objective, self.model = objective, model
-        self.head_weight = model.head.weight if head_weight is None else head_weight
         self.static_shapes = objective.antithetic if static_shapes is None else static_shapes
         if self.static_shapes and not objective.antithetic:
             raise ValueError("static_shapes needs antithetic times (diffusion.antithetic) for its capacity bound")
@@ -98,8 +126,7 @@ class CompiledMaskedLoss:
         def loss_fn(xt: torch.Tensor, x0: torch.Tensor, attention_mask: torch.Tensor | None, t: torch.Tensor,
                     index: torch.Tensor, normalizer: torch.Tensor,
                     n_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-            return _masked_loss(self.model, self.head_weight, self.objective, xt, x0, attention_mask, t, index,
-                                normalizer, n_valid)
+            return _masked_loss(self.model, self.objective, xt, x0, attention_mask, t, index, normalizer, n_valid)
 
         self.compiled = compile
         self.loss_fn: Callable[..., tuple[torch.Tensor, ...]] = torch.compile(loss_fn) if compile else loss_fn

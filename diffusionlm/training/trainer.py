@@ -125,8 +125,7 @@ class Trainer:
                       and not cfg.logging.log_activation_norms)
         compile_model = cfg.training.compile and not fused_loss
         self.model = par.wrap_model(torch.compile(self.raw_model) if compile_model else self.raw_model)
-        self.loss_step = (CompiledMaskedLoss(self.objective, self.model, cfg.training.compile,
-                                             head_weight=self.raw_model.head.weight) if fused_loss else None)
+        self.loss_step = CompiledMaskedLoss(self.objective, self.model, cfg.training.compile) if fused_loss else None
         self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer, compiled=cfg.training.compile)
         self.group_names = group_names(self.groups)
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps

@@ -4,11 +4,12 @@ import os
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from config.schema import Config
 from diffusionlm.diffusion import MDLMObjective
 from diffusionlm.models import DiffusionTransformer
-from diffusionlm.training.step import CompiledMaskedLoss
+from diffusionlm.training.step import CompiledMaskedLoss, cross_entropy_rows
 
 
 def _setup(schedule: str = "loglinear", masked_only: bool = True):
@@ -79,6 +80,26 @@ def test_rejects_full_vocabulary_objective():
     model, objective = _setup(masked_only=False)
     with pytest.raises(ValueError, match="masked_only_logits"):
         CompiledMaskedLoss(objective, model, compile=False)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_row_cross_entropy_matches_torch_with_masked_out_column(dtype):
+    gen = torch.Generator().manual_seed(0)
+    z = (3 * torch.randn(64, 257, generator=gen)).to(dtype)
+    z[:, 3] = float("-inf")  # the <mask> column the model always sets to -inf
+    targets = torch.randint(5, 257, (64,), generator=gen)
+    weights = torch.rand(64, generator=gen)
+    a, b = z.clone().requires_grad_(), z.clone().requires_grad_()
+    ce_ref = F.cross_entropy(a.double(), targets, reduction="none")
+    ce, _ = cross_entropy_rows(b, targets)
+    assert ce.dtype == torch.float32
+    torch.testing.assert_close(ce.double(), ce_ref, rtol=1e-5, atol=1e-5)
+    (weights.double() * ce_ref).sum().backward()
+    (weights * ce).sum().backward()
+    assert b.grad.dtype == dtype and torch.isfinite(b.grad).all()
+    assert (b.grad[:, 3] == 0).all()
+    tol = 1e-6 if dtype == torch.float32 else 1e-2
+    torch.testing.assert_close(b.grad.double(), a.grad.double(), rtol=tol, atol=tol)
 
 
 def test_static_capacity_path_matches_exact_path_and_bounds_the_count():
