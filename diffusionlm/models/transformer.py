@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config.schema import ModelConfig
-from diffusionlm.ops import add_rms_norm, rotary_qkv, swiglu_mlp
+from diffusionlm.ops import rotary_qkv, swiglu_mlp
 
 
 def default_ffn_hidden(d_model: int) -> int:
@@ -114,9 +114,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
         if self.adaln is None:
-            # the residual add and the MLP's norm are one op: a one-pass backward on GPUs (diffusionlm.ops)
-            x, h = add_rms_norm(x, self.attn(self.attn_norm(x), key_mask), self.mlp_norm.weight, self.mlp_norm.eps)
-            return x + self.mlp(h)
+            x = x + self.attn(self.attn_norm(x), key_mask)
+            return x + self.mlp(self.mlp_norm(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(F.silu(cond))[:, None].chunk(6, dim=-1)
         x = x + gate1 * self.attn(self.attn_norm(x) * (1 + scale1) + shift1, key_mask)
         return x + gate2 * self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)

@@ -8,20 +8,16 @@ functions and know nothing of which path runs:
 - `swiglu`, `swiglu_mlp`: silu(gate) * up on the fused [gate | up] product, and the whole MLP with the
   SwiGLU backward fused into a product's epilogue on sm90+ (swiglu.py, triton_mlp.py);
 - `rotary_qkv`: rotary embedding of the fused q/k/v projection, one-pass backward (rotary.py);
-- `add_rms_norm`: a residual add and the next RMSNorm, one-pass backward (rms_norm.py);
 - `row_cross_entropy`: cross-entropy statistics of logit rows in one read (cross_entropy.py).
 """
 
 from diffusionlm.ops.cross_entropy import row_cross_entropy, row_cross_entropy_reference
 from diffusionlm.ops.dispatch import HAVE_TRITON, triton_enabled
-from diffusionlm.ops.rms_norm import add_rms_norm, add_rms_norm_reference
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference
 from diffusionlm.ops.swiglu import swiglu, swiglu_mlp, swiglu_mlp_reference, swiglu_reference
 
 __all__ = [
     "HAVE_TRITON",
-    "add_rms_norm",
-    "add_rms_norm_reference",
     "rotary_qkv",
     "rotary_qkv_reference",
     "row_cross_entropy",

@@ -7,8 +7,6 @@ Each kernel does in one pass over memory what the compiler's generated code does
   target's logit in a single read of the logits (the compiled reduction reads them twice).
 - Rotary backward: the q and k gradients rotated back and the v gradient, interleaved into the fused
   projection's gradient in one pass.
-- Residual add + RMSNorm backward: the stream's and the norm's gradients of the sum in one pass, with
-  the norm weight's gradient accumulated per program.
 All arithmetic is fp32; results are rounded once to the output dtype.
 """
 
@@ -16,8 +14,6 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
-
-next_power_of_2 = triton.next_power_of_2
 
 
 @triton.jit
@@ -112,31 +108,3 @@ def rotary_qkv_backward_kernel(grad_q_ptr, grad_k_ptr, grad_v_ptr, cos_ptr, sin_
     tl.store(out + HD, (g * cos + g_partner.to(tl.float32) * sin).to(dtype), mask=ok)
     at = grad_v_ptr + (b * sv_b + t * sv_t)[:, None] + (head * sv_h)[None, :]
     tl.store(out + 2 * HD, tl.load(at + d[None, :], mask=ok), mask=ok)
-
-
-@triton.jit
-def add_rms_norm_backward_kernel(grad_y_ptr, grad_out_ptr, y_ptr, rstd_ptr, weight_ptr, grad_ptr, partial_ptr,
-                                 n_rows, D, ROWS: tl.constexpr, BLOCK_D: tl.constexpr):
-    """For out = y * rstd * w: grad = grad_y + rstd * (g - xhat * mean(g * xhat)) with g = grad_out * w and
-    xhat = y * rstd; this program's share of the weight gradient, sum of grad_out * xhat over its rows,
-    goes to its row of `partial` (summed by the caller)."""
-    pid = tl.program_id(0)
-    cols = tl.arange(0, BLOCK_D)
-    col_ok = cols < D
-    w = tl.load(weight_ptr + cols, mask=col_ok, other=0.0).to(tl.float32)
-    grad_w = tl.zeros((BLOCK_D,), dtype=tl.float32)
-    dtype = grad_ptr.dtype.element_ty
-    for start in range(pid * ROWS, n_rows, tl.num_programs(0) * ROWS):
-        rows = start + tl.arange(0, ROWS)
-        ok = (rows < n_rows)[:, None] & col_ok[None, :]
-        at = rows.to(tl.int64)[:, None] * D + cols[None, :]
-        y = tl.load(y_ptr + at, mask=ok, other=0.0).to(tl.float32)
-        grad_out = tl.load(grad_out_ptr + at, mask=ok, other=0.0).to(tl.float32)
-        grad_y = tl.load(grad_y_ptr + at, mask=ok, other=0.0).to(tl.float32)
-        rstd = tl.load(rstd_ptr + rows, mask=rows < n_rows, other=0.0)[:, None]
-        xhat = y * rstd
-        g = grad_out * w[None, :]
-        mean_gx = tl.sum(g * xhat, axis=1)[:, None] / D
-        tl.store(grad_ptr + at, (grad_y + rstd * (g - xhat * mean_gx)).to(dtype), mask=ok)
-        grad_w += tl.sum(grad_out * xhat, axis=0)
-    tl.store(partial_ptr + pid * D + cols, grad_w, mask=col_ok)
