@@ -114,8 +114,11 @@ class OptimizerStateSharding(torch.optim.Optimizer):
         """Wait for each parameter's broadcast only when its module next runs forward, so the broadcasts
         after a step overlap the next forward instead of stalling before it. Not for compiled models: the
         waits would sit inside traced code."""
-        for module in model.modules():
-            buckets = sorted({self._bucket_of[id(p)] for p in module.parameters(recurse=False)
+        # Every module but the root waits for all the parameters beneath it: a module may use a child's
+        # weights without calling the child (the fused MLP reads its linears' weights directly), so a
+        # child's own hook is not enough. Waiting twice costs a lookup; the root would wait for everything.
+        for module in list(model.modules())[1:]:
+            buckets = sorted({self._bucket_of[id(p)] for p in module.parameters()
                               if id(p) in self._bucket_of})
             if buckets:
                 self._sync_hooks.append(module.register_forward_pre_hook(
