@@ -116,6 +116,44 @@ def cross_entropy_kernel() -> None:
           f"max |diff| {(ours[0] - ref[0]).abs().max():.3g}  argmax mismatches {int((ours[2] != ref[2]).sum())}")
 
 
+def rotary_kernel() -> None:
+    import diffusionlm.ops as ops
+
+    qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    angles = torch.outer(torch.arange(T, device="cuda").float(),
+                         1.0 / 10000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
+    cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+    grads = [torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+    results = {}
+    for name, fn in (("compiled", ops.rotary_qkv_reference), ("ours", ops.rotary_qkv)):
+        f = torch.compile(fn)
+
+        def step(f=f):
+            torch.autograd.backward(f(qkv, cos, sin), grads)
+
+        step()
+        results[name] = (bench(step, [qkv]), qkv.grad.clone())
+        qkv.grad = None
+    diff = (results["ours"][1].float() - results["compiled"][1].float()).abs().max()
+    print(f"rotary  fwd+bwd {results['ours'][0]:.3f} ms  compiled {results['compiled'][0]:.3f} ms  "
+          f"max |diff| of the gradient {diff:.3g}")
+
+
+def swiglu_mlp_backward() -> None:
+    # the down projection's input gradient and the SwiGLU backward: cuBLAS + kernel vs one fused kernel
+    grad_y = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16)
+    down = 0.03 * torch.randn(D_MODEL, FFN, device="cuda", dtype=torch.bfloat16)
+    gate_up = torch.randn(B * T, 2 * FFN, device="cuda", dtype=torch.bfloat16)
+    fused = torch.ops.diffusionlm.down_grad_swiglu_backward
+
+    def unfused() -> torch.Tensor:
+        return torch.ops.diffusionlm.swiglu_backward(gate_up, grad_y @ down)
+
+    diff = (fused(grad_y, down, gate_up).float() - unfused().float()).abs().max()
+    print(f"mlp bwd fused {bench(lambda: fused(grad_y, down, gate_up)):.3f} ms  cuBLAS + swiglu kernel "
+          f"{bench(unfused):.3f} ms  max |diff| {diff:.3g}")
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("error: this microbenchmark needs a CUDA GPU", file=sys.stderr)
@@ -124,6 +162,8 @@ def main() -> int:
     attention()
     matmuls()
     swiglu_kernels()
+    swiglu_mlp_backward()
+    rotary_kernel()
     cross_entropy_kernel()
     return 0
 
