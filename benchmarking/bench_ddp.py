@@ -160,14 +160,30 @@ def with_efficiency(records: list[dict]) -> list[dict]:
     return records
 
 
+def parse_world_sizes(text: str) -> list[int]:
+    """"1,2,4" -> [1, 2, 4]; anything else (a non-integer, a count below 1, an empty entry) is a ValueError."""
+    try:
+        worlds = [int(w) for w in text.split(",")]
+    except ValueError:
+        worlds = []
+    if not worlds or min(worlds) < 1:
+        raise ValueError(f"--world-sizes {text!r}: expected comma-separated process counts of at least 1, "
+                         "e.g. 1,2,4")
+    return worlds
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if args.worker_out:
         return worker_main(args)
+    try:  # kept a string in args, so result records keep the command's spelling in their config
+        worlds = parse_world_sizes(args.world_sizes)
+    except ValueError as e:
+        parser.error(str(e))
     import torch
 
-    worlds = [int(w) for w in args.world_sizes.split(",")]
     on_gpu = args.device != "cpu" and torch.cuda.is_available()
     if on_gpu and max(worlds) > torch.cuda.device_count():
         print(f"error: --world-sizes {args.world_sizes} needs {max(worlds)} GPUs, {torch.cuda.device_count()} "

@@ -45,3 +45,11 @@ def test_missing_shards_dir_exits_2_before_launching(tmp_path: Path) -> None:
     done = _bench(*SMOKE, "--shards-dir", str(tmp_path / "nope"), cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 2 and "is not a directory" in done.stderr
     assert "torchrun" not in done.stderr and "process(es)" not in done.stderr
+
+
+@pytest.mark.parametrize("bad", ["1,x", "0,2", "2,,4", ""])
+def test_bad_world_sizes_exit_2_with_a_message_before_launching(bad: str) -> None:
+    done = _bench("--device", "cpu", "--world-sizes", bad, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    assert "--world-sizes" in done.stderr and "process counts of at least 1" in done.stderr
+    assert "Traceback" not in done.stderr and "torchrun" not in done.stderr
