@@ -28,15 +28,17 @@ def set_blocks(nargs: dict) -> None:
         nargs[name].block_shape = [bm, bn]
 
 
-# (BM, BN, BK, stages, warps). At base's shapes on an H100 (65,536 x 768 @ 768 x 2048) a sweep of tiles,
-# stages, warps, persistent or not, and prefetching the epilogue's operands put persistent 128 x 128 x 64
-# with 5 stages and 8 warps first (0.618 ms against 0.757 for cuBLAS + the SwiGLU kernel); BN = 64 serves
-# narrower MLPs.
-CONFIGS = [(128, 128, 64, 5, 8), (128, 128, 64, 4, 8), (128, 128, 64, 3, 8), (128, 64, 64, 3, 4)]
+# (BM, BN, BK, GROUP_M, stages, warps). At base's shapes on an H100 (65,536 x 768 @ 768 x 2048) sweeps of
+# tiles (including two sub-accumulators sharing each A tile), stages, warps, group sizes, persistent or not,
+# Triton's warp specialization, and prefetching the epilogue's operands put persistent 128 x 128 x 64 with 5
+# stages and 8 warps first; groups of 4 row tiles edged out 8 (0.622 against 0.633 ms; cuBLAS + the SwiGLU
+# kernel: 0.757). BN = 64 serves narrower MLPs.
+CONFIGS = [(128, 128, 64, 4, 5, 8), (128, 128, 64, 8, 5, 8), (128, 128, 64, 8, 4, 8), (128, 128, 64, 8, 3, 8),
+           (128, 64, 64, 8, 3, 4)]
 
 
-@triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk, "GROUP_M": 8}, num_stages=s, num_warps=w,
-                                        pre_hook=set_blocks) for bm, bn, bk, s, w in CONFIGS],
+@triton.autotune(configs=[triton.Config({"BM": bm, "BN": bn, "BK": bk, "GROUP_M": gm}, num_stages=s, num_warps=w,
+                                        pre_hook=set_blocks) for bm, bn, bk, gm, s, w in CONFIGS],
                  key=["M", "N", "K"])
 @triton.jit
 def down_grad_swiglu_backward_kernel(grad_desc, w_desc, gate_desc, up_desc, grad_gate_desc, grad_up_desc, M, N, K,
