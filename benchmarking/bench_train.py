@@ -27,6 +27,7 @@ from benchmarking.common import (
     summarize,
     write_result,
 )
+from benchmarking.gpu_telemetry import GpuTelemetry, smi_id
 from config import add_config_arguments, config_from_args
 from config.schema import MODEL_SIZES
 
@@ -186,7 +187,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
         else:
             trainer.objective = counter
         try:
-            with GcPauses() as gc_pauses:
+            with GcPauses() as gc_pauses, GpuTelemetry(smi_id(trainer.device)) as telemetry:
                 timed = time_steps(trainer, steps, warmup, counter)
             run_untimed(trainer, profile_steps)
         finally:
@@ -239,6 +240,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
         "loss_first": timed["losses"][0],
         "loss_last": timed["losses"][-1],
         "timer": "cuda events" if device.type == "cuda" else "perf_counter",
+        "gpu_telemetry": telemetry.summary(),  # warmup steps included; None without a GPU or nvidia-smi
     }
     if trace:
         record["trace"] = trace
