@@ -14,6 +14,7 @@ import json
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,8 @@ def run_untimed(trainer: Any, steps: int) -> None:
     trainer.profiler.step(trainer.micro_step)  # closes a window that ends here
 
 
-def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter) -> dict[str, Any]:
+def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter,
+               on_timed_start: Callable[[], None] | None = None) -> dict[str, Any]:
     import torch
 
     cuda = trainer.device.type == "cuda"
@@ -126,6 +128,8 @@ def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter) -> d
             if cuda:
                 torch.cuda.synchronize(trainer.device)
                 torch.cuda.reset_peak_memory_stats(trainer.device)
+            if on_timed_start is not None:
+                on_timed_start()
         for s in range(trainer.micro_step, trainer.micro_step + accum):
             trainer.profiler.step(s)
         if cuda and i >= warmup:
@@ -188,7 +192,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             trainer.objective = counter
         try:
             with GcPauses() as gc_pauses, GpuTelemetry(smi_id(trainer.device)) as telemetry:
-                timed = time_steps(trainer, steps, warmup, counter)
+                timed = time_steps(trainer, steps, warmup, counter, on_timed_start=telemetry.mark_start)
             run_untimed(trainer, profile_steps)
         finally:
             trainer.close()
@@ -240,7 +244,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
         "loss_first": timed["losses"][0],
         "loss_last": timed["losses"][-1],
         "timer": "cuda events" if device.type == "cuda" else "perf_counter",
-        "gpu_telemetry": telemetry.summary(),  # warmup steps included; None without a GPU or nvidia-smi
+        "gpu_telemetry": telemetry.summary(),  # over the timed steps; None without a GPU or nvidia-smi
     }
     if trace:
         record["trace"] = trace

@@ -11,9 +11,12 @@ nothing in the timed loop); where it is missing (a CPU host) the telemetry is si
 from __future__ import annotations
 
 import contextlib
+import math
 import shutil
 import statistics
 import subprocess
+import threading
+import time
 from typing import Any
 
 # nvidia-smi's clocks_event_reasons (formerly clocks_throttle_reasons) bit mask
@@ -65,13 +68,18 @@ def summarize_samples(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 class GpuTelemetry:
     """Context manager: samples GPU `gpu_id` (an nvidia-smi --id value: index, UUID or PCI bus id; None for
-    no GPU) every `interval_ms` between enter and exit; `summary()` then describes what the GPU ran at
-    (None without nvidia-smi or samples)."""
+    no GPU) every `interval_ms` between enter and exit; `summary()` then describes what the GPU ran at (None
+    without nvidia-smi or samples). `mark_start()` opens the window that counts (say, after warm-up steps):
+    it only notes the time, so it costs nothing where it is called; sampling itself starts on enter, as
+    starting nvidia-smi takes a fraction of a second."""
 
     def __init__(self, gpu_id: str | int | None, interval_ms: int = 100, executable: str = "nvidia-smi"):
         self.gpu_id, self.interval_ms = str(gpu_id), interval_ms
         self.executable = shutil.which(executable) if gpu_id is not None else None
         self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+        self._lines: list[tuple[float, str]] = []  # (arrival time, line)
+        self._window = (-math.inf, math.inf)
         self.samples: list[dict[str, Any]] = []
 
     def _query(self, reasons: str | None) -> list[str]:
@@ -91,6 +99,10 @@ class GpuTelemetry:
                 return name
         return None
 
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self._lines.append((time.monotonic(), line))
+
     def __enter__(self) -> GpuTelemetry:
         if self.executable is None:
             return self
@@ -99,24 +111,35 @@ class GpuTelemetry:
                                           stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self._proc = None
+            return self
+        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
+        self._reader.start()
         return self
+
+    def mark_start(self) -> None:
+        self._window = (time.monotonic(), math.inf)
 
     def __exit__(self, *exc: object) -> None:
         if self._proc is None:
             return
+        self._window = (self._window[0], time.monotonic())
         self._proc.terminate()
         try:
-            out, _ = self._proc.communicate(timeout=10)
+            self._proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-            out, _ = self._proc.communicate()
-        self.samples = [s for s in map(parse_sample, out.splitlines()) if s is not None]
-        self._proc = None
+            self._proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+        start, end = self._window
+        self.samples = [s for t, line in self._lines if start <= t <= end
+                        for s in [parse_sample(line)] if s is not None]
+        self._proc = self._reader = None
 
     def summary(self) -> dict[str, Any] | None:
         result = summarize_samples(self.samples)
         if result is not None:
-            result["source"] = f"nvidia-smi every {self.interval_ms} ms during the timed steps"
+            result["source"] = f"nvidia-smi every {self.interval_ms} ms"
         return result
 
 

@@ -41,7 +41,8 @@ def test_summary_gives_medians_extremes_and_share_of_power_capped_samples():
 
 
 def _stand_in_smi(directory, knows_new_field: bool) -> None:
-    """An executable `nvidia-smi` answering --query-gpu in csv; looping with --loop-ms until terminated."""
+    """An executable `nvidia-smi` answering --query-gpu in csv; with --loop-ms it reports an idle GPU for
+    0.3 s, then one under load, until it is terminated."""
     script = directory / "nvidia-smi"
     script.write_text(f"""#!{sys.executable}
 import sys, time
@@ -49,26 +50,40 @@ args = " ".join(sys.argv[1:])
 if "clocks_event_reasons" in args and not {knows_new_field}:
     print('Field "clocks_event_reasons.active" is not a valid field to query.'); sys.exit(2)
 assert "--format=csv,noheader,nounits" in args and "--id=GPU-test" in args
-line = "{H100_UNDER_LOAD}"
 if "--loop-ms" not in args:
-    print(line); sys.exit(0)
+    print("{H100_AT_REST}"); sys.exit(0)
+t0 = time.monotonic()
 while True:
-    print(line, flush=True); time.sleep(0.02)
+    print("{H100_AT_REST}" if time.monotonic() - t0 < 0.3 else "{H100_UNDER_LOAD}", flush=True)
+    time.sleep(0.02)
 """)
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
 
 
 @pytest.mark.parametrize("knows_new_field", [True, False])
-def test_sampler_collects_samples_until_exit_with_either_reasons_field_name(tmp_path, monkeypatch, knows_new_field):
+def test_sampler_keeps_the_samples_after_mark_start_with_either_reasons_field_name(tmp_path, monkeypatch,
+                                                                                   knows_new_field):
     _stand_in_smi(tmp_path, knows_new_field)
     monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
     with GpuTelemetry("GPU-test", interval_ms=20) as t:
-        time.sleep(0.5)  # the stand-in prints a sample every 20 ms
+        time.sleep(1.0)  # the idle phase (the benchmark's warm-up) passes before the window opens
+        t.mark_start()
+        time.sleep(0.5)
     assert t._proc is None  # the child was stopped
     s = t.summary()
-    assert s is not None and s["samples"] >= 1
-    assert s["sm_clock_mhz"]["median"] == 1730.0 and s["clock_limit_reasons"] == {"sw_power_cap": 1.0}
+    assert s is not None and s["samples"] >= 5
+    assert s["sm_clock_mhz"] == {"median": 1730.0, "min": 1730.0, "max": 1730.0}  # no idle sample counted
+    assert s["clock_limit_reasons"] == {"sw_power_cap": 1.0}
     assert "nvidia-smi" in s["source"]
+
+
+def test_without_mark_start_every_sample_counts(tmp_path, monkeypatch):
+    _stand_in_smi(tmp_path, True)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with GpuTelemetry("GPU-test", interval_ms=20) as t:
+        time.sleep(1.0)
+    s = t.summary()
+    assert s["sm_clock_mhz"]["max"] == 1980.0 and s["sm_clock_mhz"]["min"] == 1730.0
 
 
 def test_no_gpu_or_no_nvidia_smi_means_no_telemetry_and_no_error(tmp_path, monkeypatch):
