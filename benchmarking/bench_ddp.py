@@ -73,6 +73,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     import torch.distributed as dist
 
     from benchmarking.bench_train import MaskCounter, time_steps
+    from benchmarking.gpu_telemetry import GpuTelemetry, smi_id
     from config import load_config
     from ddp import DDPContext
     from ddp.sharding import OptimizerStateSharding
@@ -91,7 +92,8 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     else:
         trainer.objective = counter
     try:
-        timed = time_steps(trainer, args.steps, args.warmup, counter)
+        with GpuTelemetry(smi_id(trainer.device)) as telemetry:  # each rank samples its own GPU
+            timed = time_steps(trainer, args.steps, args.warmup, counter, on_timed_start=telemetry.mark_start)
     finally:
         trainer.close()
     opt = trainer.optimizer
@@ -99,7 +101,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
         v.numel() * v.element_size() for s in opt.state.values() for v in s.values() if isinstance(v, torch.Tensor))
     cuda = trainer.device.type == "cuda"
     per_rank = {"peak_memory_bytes": torch.cuda.max_memory_allocated(trainer.device) if cuda else None,
-                "optimizer_state_bytes": local}
+                "optimizer_state_bytes": local, "gpu_telemetry": telemetry.summary()}
     gathered: list[Any] = [None] * par.world_size
     dist.all_gather_object(gathered, per_rank)
     n_params = trainer.raw_model.num_params()
@@ -120,6 +122,8 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
         "data_wait_fraction": sum(timed["data_wait_s"]) / max(sum(timed["wall_s"]), 1e-9),
         "peak_memory_bytes_per_rank": [r["peak_memory_bytes"] for r in gathered],
         "optimizer_state_bytes_per_rank": [r["optimizer_state_bytes"] for r in gathered],
+        # a rank whose GPU is held back (power, heat) sets every rank's pace: look here for stragglers
+        "gpu_telemetry_per_rank": [r["gpu_telemetry"] for r in gathered],
         "final_loss": timed["losses"][-1],
     }
 

@@ -33,6 +33,7 @@ def test_cpu_weak_scaling_run_writes_efficiency_memory_and_sharded_state(tmp_pat
     for (world, shard), f in figures.items():
         assert f["global_batch"] == 2 * world and f["tokens_per_s"] > 0
         assert len(f["step_ms_each"]) == 3 and len(f["optimizer_state_bytes_per_rank"]) == world
+        assert f["gpu_telemetry_per_rank"] == [None] * world  # gloo on CPUs: no GPU to sample
         assert f["weak_scaling_efficiency"] == pytest.approx(
             f["tokens_per_s"] / (world * figures[(1, shard)]["tokens_per_s"]))
     full = figures[(1, False)]["optimizer_state_bytes_per_rank"][0]
