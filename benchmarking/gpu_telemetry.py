@@ -4,7 +4,7 @@ An H100 SXM running dense bf16 products at full tilt meets its 700 W power limit
 the SM clock below the 1980 MHz boost: tokens/s and MFU depend on it as much as on the code, and two
 programs at the same limit can run at different clocks (the one doing more per joule runs slower per
 instruction). A result that records the clocks it ran at can be read; one that does not invites wrong
-conclusions. `nvidia-smi` ships with every NVIDIA driver, so it samples here (`-lms`, in a child process,
+conclusions. `nvidia-smi` ships with every NVIDIA driver, so it samples here (`--loop-ms`, in a child process,
 nothing in the timed loop); where it is missing (a CPU host) the telemetry is simply absent.
 """
 
@@ -87,16 +87,18 @@ class GpuTelemetry:
         return [self.executable or "nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits",
                 f"--loop-ms={self.interval_ms}", f"--id={self.gpu_id}"]
 
-    def _supported_reasons_field(self) -> str | None:
-        # One query first: a driver that does not know a field name fails the whole query.
-        for name in REASON_FIELDS:
-            cmd = [c for c in self._query(name) if not c.startswith("--loop-ms")]
+    def _working_query(self) -> list[str] | None:
+        # One sample first: a driver that does not know a field name fails the whole query (so try the
+        # reasons' newer name, the older one, then none), and an id it does not know fails every one.
+        for reasons in (*REASON_FIELDS, None):
+            cmd = self._query(reasons)
             try:
-                done = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                done = subprocess.run([c for c in cmd if not c.startswith("--loop-ms")], capture_output=True,
+                                      text=True, timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 return None
             if done.returncode == 0 and parse_sample(done.stdout.strip().splitlines()[0] if done.stdout else ""):
-                return name
+                return cmd
         return None
 
     def _read(self, stream: Any) -> None:
@@ -104,11 +106,11 @@ class GpuTelemetry:
             self._lines.append((time.monotonic(), line))
 
     def __enter__(self) -> GpuTelemetry:
-        if self.executable is None:
+        query = self._working_query() if self.executable is not None else None
+        if query is None:
             return self
         try:
-            self._proc = subprocess.Popen(self._query(self._supported_reasons_field()), stdout=subprocess.PIPE,
-                                          stderr=subprocess.DEVNULL, text=True)
+            self._proc = subprocess.Popen(query, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         except OSError:
             self._proc = None
             return self

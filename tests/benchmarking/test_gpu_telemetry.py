@@ -40,7 +40,7 @@ def test_summary_gives_medians_extremes_and_share_of_power_capped_samples():
     assert summarize_samples([]) is None
 
 
-def _stand_in_smi(directory, knows_new_field: bool) -> None:
+def _stand_in_smi(directory, knows_new_field: bool, known_id: str = "GPU-test") -> None:
     """An executable `nvidia-smi` answering --query-gpu in csv; with --loop-ms it reports an idle GPU for
     0.3 s, then one under load, until it is terminated."""
     script = directory / "nvidia-smi"
@@ -49,7 +49,9 @@ import sys, time
 args = " ".join(sys.argv[1:])
 if "clocks_event_reasons" in args and not {knows_new_field}:
     print('Field "clocks_event_reasons.active" is not a valid field to query.'); sys.exit(2)
-assert "--format=csv,noheader,nounits" in args and "--id=GPU-test" in args
+assert "--format=csv,noheader,nounits" in args
+if "--id={known_id}" not in args:
+    print("No devices were found"); sys.exit(6)
 if "--loop-ms" not in args:
     print("{H100_AT_REST}"); sys.exit(0)
 t0 = time.monotonic()
@@ -84,6 +86,15 @@ def test_without_mark_start_every_sample_counts(tmp_path, monkeypatch):
         time.sleep(1.0)
     s = t.summary()
     assert s["sm_clock_mhz"]["max"] == 1980.0 and s["sm_clock_mhz"]["min"] == 1730.0
+
+
+def test_an_id_nvidia_smi_does_not_know_starts_no_sampler(tmp_path, monkeypatch):
+    _stand_in_smi(tmp_path, True, known_id="GPU-other")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    with GpuTelemetry("GPU-test", interval_ms=20) as t:
+        assert t._proc is None
+        t.mark_start()
+    assert t.summary() is None
 
 
 def test_no_gpu_or_no_nvidia_smi_means_no_telemetry_and_no_error(tmp_path, monkeypatch):
