@@ -82,23 +82,21 @@ class GpuTelemetry:
         self._window = (-math.inf, math.inf)
         self.samples: list[dict[str, Any]] = []
 
-    def _query(self, reasons: str | None) -> list[str]:
+    def _query(self, reasons: str | None, loop: bool) -> list[str]:
         fields = ",".join(FIELDS + ((reasons,) if reasons else ()))
-        return [self.executable or "nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits",
-                f"--loop-ms={self.interval_ms}", f"--id={self.gpu_id}"]
+        return [str(self.executable), f"--query-gpu={fields}", "--format=csv,noheader,nounits",
+                f"--id={self.gpu_id}", *([f"--loop-ms={self.interval_ms}"] if loop else [])]
 
     def _working_query(self) -> list[str] | None:
         # One sample first: a driver that does not know a field name fails the whole query (so try the
         # reasons' newer name, the older one, then none), and an id it does not know fails every one.
         for reasons in (*REASON_FIELDS, None):
-            cmd = self._query(reasons)
             try:
-                done = subprocess.run([c for c in cmd if not c.startswith("--loop-ms")], capture_output=True,
-                                      text=True, timeout=10)
+                done = subprocess.run(self._query(reasons, loop=False), capture_output=True, text=True, timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 return None
             if done.returncode == 0 and parse_sample(done.stdout.strip().splitlines()[0] if done.stdout else ""):
-                return cmd
+                return self._query(reasons, loop=True)
         return None
 
     def _read(self, stream: Any) -> None:
