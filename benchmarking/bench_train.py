@@ -169,6 +169,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
     """
     import torch
 
+    from diffusionlm.ops import training_attention_path
     from diffusionlm.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
@@ -224,6 +225,7 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             "optimizer": cfg.optimizer.optimizer_name, "data_source": d.source,
             "masked_only_logits": cfg.diffusion.masked_only_logits, "time_conditioning": m.time_conditioning,
             "params": n_all, "params_body": n_body, "residual_in_fp32": m.residual_in_fp32,
+            "attention": training_attention_path(device),
         },
         "steps": steps,
         "warmup": warmup,

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config.schema import ModelConfig
-from diffusionlm.ops import rotary_qkv, swiglu_mlp
+from diffusionlm.ops import attention, rotary_qkv, swiglu_mlp
 
 
 def default_ffn_hidden(d_model: int) -> int:
@@ -59,20 +59,9 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
         q, k, v = self.rotary(self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads))
-        # q, k, v stay in [B, T, H, D] memory order and are handed to attention as transposed views: the
-        # fused kernels take strided inputs and return the output (and, backwards, the gradients) in the
-        # query's memory order, so no layout copy is made on the way in or out.
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        if self.causal:
-            if key_mask is not None:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril() & key_mask
-                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            else:
-                y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        else:
-            # key_mask [B, 1, 1, T]: queries may not attend to padding keys. No mask at all when packing.
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-        return self.proj(y.transpose(1, 2).reshape(B, T, D))
+        # key_mask [B, 1, 1, T]: queries may not attend to padding keys. None when packing.
+        y = attention(q, k, v, causal=self.causal, key_mask=key_mask)  # [B, T, H, D] in and out, no copies
+        return self.proj(y.reshape(B, T, D))
 
 
 class SwiGLU(nn.Module):

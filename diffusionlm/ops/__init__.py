@@ -8,9 +8,18 @@ functions and know nothing of which path runs:
 - `swiglu`, `swiglu_mlp`: silu(gate) * up on the fused [gate | up] product, and the whole MLP with the
   SwiGLU backward fused into a product's epilogue on sm90+ (swiglu.py, triton_mlp.py);
 - `rotary_qkv`: rotary embedding of the fused q/k/v projection, one-pass backward (rotary.py);
-- `row_cross_entropy`: cross-entropy statistics of logit rows in one read (cross_entropy.py).
+- `row_cross_entropy`: cross-entropy statistics of logit rows in one read (cross_entropy.py);
+- `attention`: SDPA over [B, T, H, D] tensors, with FlashAttention-4's backward on Hopper when it is
+  installed (attention.py; DIFFUSIONLM_ATTENTION=sdpa turns it off).
 """
 
+from diffusionlm.ops.attention import (
+    attention,
+    attention_reference,
+    fa4_backward_available,
+    fa4_backward_enabled,
+    training_attention_path,
+)
 from diffusionlm.ops.cross_entropy import row_cross_entropy, row_cross_entropy_reference
 from diffusionlm.ops.dispatch import HAVE_TRITON, triton_enabled
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference
@@ -18,6 +27,10 @@ from diffusionlm.ops.swiglu import swiglu, swiglu_mlp, swiglu_mlp_reference, swi
 
 __all__ = [
     "HAVE_TRITON",
+    "attention",
+    "attention_reference",
+    "fa4_backward_available",
+    "fa4_backward_enabled",
     "rotary_qkv",
     "rotary_qkv_reference",
     "row_cross_entropy",
@@ -26,5 +39,6 @@ __all__ = [
     "swiglu_mlp",
     "swiglu_mlp_reference",
     "swiglu_reference",
+    "training_attention_path",
     "triton_enabled",
 ]

@@ -34,6 +34,7 @@ def test_cpu_run_prints_json_appends_results_and_compares_with_reference(tmp_pat
     # the trainer's own gc.collect() after the first (warm-up) step is one full pass
     assert record["gc_passes"]["gen2"]["count"] >= 1 and record["gc_passes"]["gen2"]["max_ms"] > 0
     assert record["config"]["residual_in_fp32"] is True
+    assert record["config"]["attention"] == "sdpa", "no FlashAttention-4 backward on a CPU"
     assert record["gpu_telemetry"] is None  # no GPU to sample
     ratio = record["ratios_vs_reference"]["tokens_per_s"]
     assert ratio == pytest.approx(record["tokens_per_s"] / 10.0)

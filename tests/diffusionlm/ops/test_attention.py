@@ -1,0 +1,124 @@
+"""Attention over [B, T, H, D] tensors: the SDPA path against the formula, the FlashAttention-4 dispatch, and
+(on a Hopper GPU with flash-attn-4) cuDNN forward + FlashAttention-4 backward against SDPA."""
+
+from __future__ import annotations
+
+import importlib
+import math
+import sys
+
+import pytest
+import torch
+
+import diffusionlm.ops as ops
+
+# the module, not the function of the same name that diffusionlm.ops exports
+attention_module = importlib.import_module("diffusionlm.ops.attention")
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def attention_by_formula(q, k, v, allowed):
+    """softmax(q k^T / sqrt(D)) v per head in float64; allowed: bool [B, 1 or H, T, T] or None."""
+    q, k, v = (x.double().transpose(1, 2) for x in (q, k, v))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return (scores.softmax(-1) @ v).transpose(1, 2)
+
+
+def qkv_views(B=2, T=12, H=3, D=8, seed=0):
+    """q, k, v as the model hands them over: strided [B, T, H, D] views of one projection."""
+    g = torch.Generator().manual_seed(seed)
+    qkv = torch.randn(B, T, 3, H, D, generator=g)
+    return qkv.unbind(2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("padded", [False, True])
+def test_sdpa_path_matches_the_formula(causal, padded):
+    q, k, v = qkv_views()
+    B, T = q.shape[:2]
+    real = torch.ones(B, T, dtype=torch.bool)
+    if padded:
+        real[0, -4:] = False  # the first sequence ends in 4 padding positions
+    key_mask = real[:, None, None, :] if padded else None
+    allowed = None
+    if causal or padded:
+        allowed = torch.ones(B, 1, T, T, dtype=torch.bool)
+        if causal:
+            allowed &= torch.ones(T, T, dtype=torch.bool).tril()
+        if padded:
+            allowed &= key_mask
+    y = ops.attention(q, k, v, causal=causal, key_mask=key_mask)
+    assert y.shape == q.shape
+    torch.testing.assert_close(y.double(), attention_by_formula(q, k, v, allowed), atol=1e-5, rtol=1e-5)
+
+
+def test_padding_keys_change_nothing_they_should_not():
+    q, k, v = qkv_views()
+    key_mask = torch.ones(2, 1, 1, 12, dtype=torch.bool)
+    key_mask[:, ..., -3:] = False
+    y = ops.attention(q, k, v, key_mask=key_mask)
+    k2, v2 = k.clone(), v.clone()
+    k2[:, -3:], v2[:, -3:] = 100.0, -100.0  # whatever sits at padding keys is never attended to
+    torch.testing.assert_close(ops.attention(q, k2, v2, key_mask=key_mask), y)
+
+
+def test_fa4_path_is_never_taken_on_cpu_or_when_turned_off(monkeypatch):
+    q = torch.zeros(1, 4, 2, 64, dtype=torch.bfloat16, requires_grad=True)
+    assert not ops.fa4_backward_enabled(q, None), "CPU tensors take SDPA"
+    monkeypatch.setenv("DIFFUSIONLM_ATTENTION", "sdpa")
+    assert not ops.fa4_backward_enabled(q, None)
+    monkeypatch.setenv("DIFFUSIONLM_ATTENTION", "fa3")
+    with pytest.raises(ValueError, match=r"DIFFUSIONLM_ATTENTION='fa3'.*auto, sdpa"):
+        ops.fa4_backward_enabled(q, None)
+
+
+def test_fa4_is_found_only_where_its_cute_kernels_are(tmp_path, monkeypatch):
+    """FlashAttention-2 installs a `flash_attn` package too; only one with `cute/interface.py` is FA4."""
+    package = tmp_path / "flash_attn"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
+    attention_module.fa4_installed.cache_clear()
+    try:
+        assert not attention_module.fa4_installed()
+        (package / "cute").mkdir()
+        (package / "cute" / "interface.py").write_text("")
+        attention_module.fa4_installed.cache_clear()
+        assert attention_module.fa4_installed()
+    finally:
+        attention_module.fa4_installed.cache_clear()
+
+
+def _hopper_with_fa4() -> bool:
+    return (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+            and attention_module.fa4_installed())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cudnn_forward_fa4_backward_matches_sdpa(causal, compiled, monkeypatch):
+    if not _hopper_with_fa4():
+        pytest.skip("needs a Hopper GPU and flash-attn-4")
+    g = torch.Generator(device="cuda").manual_seed(0)
+    qkv = torch.randn(4, 256, 3, 4, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+    grad = torch.randn(4, 256, 4, 64, device="cuda", dtype=torch.bfloat16, generator=g)
+
+    def run(mode):
+        monkeypatch.setenv("DIFFUSIONLM_ATTENTION", mode)
+        qkv.grad = None
+        q, k, v = qkv.unbind(2)
+        assert ops.fa4_backward_enabled(q, None) == (mode == "auto")
+        fn = torch.compile(ops.attention, fullgraph=True) if compiled else ops.attention
+        y = fn(q, k, v, causal=causal)
+        y.backward(grad)
+        return y.detach().float(), qkv.grad.float()
+
+    y_ref, g_ref = run("sdpa")
+    y, g_fa4 = run("auto")
+    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
+    torch.testing.assert_close(g_fa4, g_ref, atol=3e-2, rtol=2e-2)
