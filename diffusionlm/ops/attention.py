@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ import torch.nn.functional as F
 _MODES = ("auto", "sdpa")
 
 
-@cache
 def fa4_installed() -> bool:
     """Whether FlashAttention-4's CuTe kernels are importable, found without importing them (a heavy
     import: several seconds, done on the first backward). FlashAttention-2's `flash_attn` has no `cute`."""
@@ -39,15 +37,24 @@ def fa4_installed() -> bool:
     return bool(locations) and any((Path(p) / "cute" / "interface.py").is_file() for p in locations)
 
 
+# Decided once, at import: torch.compile then reads a constant instead of breaking its graph on the lookup.
+FA4_INSTALLED = fa4_installed()
+
+
+@torch.compiler.assume_constant_result
+def _is_hopper(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] == 9
+
+
 def fa4_backward_available(device: torch.device) -> bool:
     """Whether training attention on `device` can take FlashAttention-4's backward: the setting, the GPU
     (compute capability 9.x) and the package."""
     mode = os.environ.get("DIFFUSIONLM_ATTENTION", "auto")
     if mode not in _MODES:
         raise ValueError(f"DIFFUSIONLM_ATTENTION={mode!r}: expected one of {', '.join(_MODES)}")
-    if mode == "sdpa" or device.type != "cuda":
+    if mode == "sdpa" or device.type != "cuda" or not FA4_INSTALLED:
         return False
-    return torch.cuda.get_device_capability(device)[0] == 9 and fa4_installed()
+    return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def fa4_backward_enabled(q: torch.Tensor, key_mask: torch.Tensor | None) -> bool:

@@ -55,6 +55,13 @@ def test_sdpa_path_matches_the_formula(causal, padded):
     torch.testing.assert_close(y.double(), attention_by_formula(q, k, v, allowed), atol=1e-5, rtol=1e-5)
 
 
+def test_the_dispatch_traces_into_one_graph():
+    """The path is chosen while torch.compile traces: a lookup it cannot trace would split every layer's graph."""
+    q, k, v = (x.requires_grad_() for x in (t.clone() for t in qkv_views()))
+    y = torch.compile(ops.attention, fullgraph=True, backend="eager")(q, k, v, causal=True)
+    torch.testing.assert_close(y, ops.attention(q, k, v, causal=True))
+
+
 def test_padding_keys_change_nothing_they_should_not():
     q, k, v = qkv_views()
     key_mask = torch.ones(2, 1, 1, 12, dtype=torch.bool)
@@ -82,20 +89,15 @@ def test_fa4_is_found_only_where_its_cute_kernels_are(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "flash_attn", raising=False)
-    attention_module.fa4_installed.cache_clear()
-    try:
-        assert not attention_module.fa4_installed()
-        (package / "cute").mkdir()
-        (package / "cute" / "interface.py").write_text("")
-        attention_module.fa4_installed.cache_clear()
-        assert attention_module.fa4_installed()
-    finally:
-        attention_module.fa4_installed.cache_clear()
+    assert not attention_module.fa4_installed()
+    (package / "cute").mkdir()
+    (package / "cute" / "interface.py").write_text("")
+    assert attention_module.fa4_installed()
 
 
 def _hopper_with_fa4() -> bool:
     return (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
-            and attention_module.fa4_installed())
+            and attention_module.FA4_INSTALLED)
 
 
 @pytest.mark.gpu
