@@ -12,8 +12,8 @@ microbench_kernels_h100_2026-11-22.json, call U). The two compute the same funct
 backward needs: the output and the per-row natural-log logsumexp of the scaled scores.
 
 DIFFUSIONLM_ATTENTION: "auto" (default) takes that path where it can run; "sdpa" never does.
-The path runs only where it is exact: grads wanted, no padding mask (packed batches have none), bf16 or
-fp16, head size a multiple of 8 up to 256, compute capability 9.x.
+The path runs only where it is exact and pays: grads wanted, no padding mask (packed batches have none), bf16
+or fp16, head size a multiple of 8 up to 256, compute capability 9.x, at least FA4_MIN_SCORES scores per call.
 """
 
 from __future__ import annotations
@@ -27,6 +27,13 @@ import torch
 import torch.nn.functional as F
 
 _MODES = ("auto", "sdpa")
+
+# FlashAttention-4's backward is prepared and launched from Python on every call (checks, a compile-cache lookup,
+# its own pre- and post-processing kernels), which costs host time; it pays only where each call holds enough GPU
+# work to hide that, counted as B * H * T * T attention scores.
+# Measured on an H100 against cuDNN both ways (benchmarking/results/bench_train_h100_2026-11-22h.json):
+# base (64 x 12 x 1024^2, 805M) +2.3%, medium (256 x 8 x 256^2, 134M) +1.6%, small (256 x 6 x 256^2, 101M) -7%.
+FA4_MIN_SCORES = 1 << 27
 
 
 def fa4_installed() -> bool:
@@ -63,7 +70,10 @@ def fa4_backward_enabled(q: torch.Tensor, key_mask: torch.Tensor | None) -> bool
         return False
     if not (torch.is_grad_enabled() and q.requires_grad):
         return False
-    return q.dtype in (torch.bfloat16, torch.float16) and q.shape[-1] % 8 == 0 and q.shape[-1] <= 256
+    B, T, H, D = q.shape
+    if B * H * T * T < FA4_MIN_SCORES:
+        return False
+    return q.dtype in (torch.bfloat16, torch.float16) and D % 8 == 0 and D <= 256
 
 
 def training_attention_path(device: torch.device) -> str:
