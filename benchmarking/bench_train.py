@@ -225,7 +225,9 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             "optimizer": cfg.optimizer.optimizer_name, "data_source": d.source,
             "masked_only_logits": cfg.diffusion.masked_only_logits, "time_conditioning": m.time_conditioning,
             "params": n_all, "params_body": n_body, "residual_in_fp32": m.residual_in_fp32,
-            "attention": training_attention_path(device),
+            "attention": training_attention_path(
+                device, (d.batch_size, m.context_length, m.n_heads, m.d_model // m.n_heads),
+                trainer.precision.dtype or torch.float32),
         },
         "steps": steps,
         "warmup": warmup,

@@ -18,6 +18,7 @@ from diffusionlm.ops.attention import (
     attention_reference,
     fa4_backward_available,
     fa4_backward_enabled,
+    fa4_backward_pays,
     training_attention_path,
 )
 from diffusionlm.ops.cross_entropy import row_cross_entropy, row_cross_entropy_reference
@@ -31,6 +32,7 @@ __all__ = [
     "attention_reference",
     "fa4_backward_available",
     "fa4_backward_enabled",
+    "fa4_backward_pays",
     "rotary_qkv",
     "rotary_qkv_reference",
     "row_cross_entropy",

@@ -64,21 +64,25 @@ def fa4_backward_available(device: torch.device) -> bool:
     return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def fa4_backward_pays(shape: tuple[int, int, int, int], dtype: torch.dtype) -> bool:
+    """Whether FlashAttention-4's backward runs, and pays, for q of `shape` [B, T, H, D] and `dtype`."""
+    B, T, H, D = shape
+    supported = dtype in (torch.bfloat16, torch.float16) and D % 8 == 0 and D <= 256
+    return supported and B * H * T * T >= FA4_MIN_SCORES
+
+
 def fa4_backward_enabled(q: torch.Tensor, key_mask: torch.Tensor | None) -> bool:
     """Whether attention over `q` [B, T, H, D] takes cuDNN's forward and FlashAttention-4's backward."""
     if not fa4_backward_available(q.device) or key_mask is not None:
         return False
     if not (torch.is_grad_enabled() and q.requires_grad):
         return False
-    B, T, H, D = q.shape
-    if B * H * T * T < FA4_MIN_SCORES:
-        return False
-    return q.dtype in (torch.bfloat16, torch.float16) and D % 8 == 0 and D <= 256
+    return fa4_backward_pays(tuple(q.shape), q.dtype)
 
 
-def training_attention_path(device: torch.device) -> str:
-    """What a training step's unpadded attention runs on `device`, in words (for benchmark records)."""
-    if not fa4_backward_available(device):
+def training_attention_path(device: torch.device, shape: tuple[int, int, int, int], dtype: torch.dtype) -> str:
+    """What a training step's unpadded attention over q of `shape` [B, T, H, D] runs, in words (for records)."""
+    if not (fa4_backward_available(device) and fa4_backward_pays(shape, dtype)):
         return "sdpa"
     from importlib.metadata import PackageNotFoundError, version
 

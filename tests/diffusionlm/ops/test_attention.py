@@ -82,6 +82,16 @@ def test_fa4_path_is_never_taken_on_cpu_or_when_turned_off(monkeypatch):
         ops.fa4_backward_enabled(q, None)
 
 
+def test_fa4_backward_is_chosen_only_where_it_pays():
+    bf16 = torch.bfloat16
+    assert ops.fa4_backward_pays((64, 1024, 12, 64), bf16), "base: 805M scores per call"
+    assert ops.fa4_backward_pays((256, 256, 8, 64), bf16), "medium: 2^27 scores per call"
+    assert not ops.fa4_backward_pays((256, 256, 6, 64), bf16), "small: 101M scores, host-bound with FA4"
+    assert not ops.fa4_backward_pays((64, 1024, 12, 64), torch.float32), "FA4 takes bf16/fp16 only"
+    assert not ops.fa4_backward_pays((64, 1024, 12, 60), bf16), "head size must be a multiple of 8"
+    assert not ops.fa4_backward_pays((64, 1024, 2, 512), bf16), "head size at most 256"
+
+
 def test_fa4_is_found_only_where_its_cute_kernels_are(tmp_path, monkeypatch):
     """FlashAttention-2 installs a `flash_attn` package too; only one with `cute/interface.py` is FA4."""
     package = tmp_path / "flash_attn"
