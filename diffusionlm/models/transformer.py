@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from config.schema import ModelConfig
-from diffusionlm.ops import attention, rotary_qkv, swiglu_mlp
+from diffusionlm.ops import rotary_attention, swiglu_mlp
 
 
 def default_ffn_hidden(d_model: int) -> int:
@@ -30,7 +30,8 @@ class RMSNorm(nn.RMSNorm):
 
 
 class Rotary(nn.Module):
-    """Rotary position embedding of q and k, rotate-half layout (contiguous halves, no strided gathers)."""
+    """Rotary position embedding's angles, rotate-half layout (contiguous halves, no strided gathers); the
+    rotation itself is `ops.rotary_attention`'s first step."""
 
     def __init__(self, head_dim: int, max_len: int, theta: float):
         super().__init__()
@@ -41,10 +42,9 @@ class Rotary(nn.Module):
         self.register_buffer("cos", freqs.cos()[:, None], persistent=False)
         self.register_buffer("sin", freqs.sin()[:, None], persistent=False)
 
-    def forward(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """qkv: the projection viewed as [B, T, 3, H, D] -> rotated q, rotated k, v (each [B, T, H, D])."""
-        T = qkv.shape[1]
-        return rotary_qkv(qkv, self.cos[:T].to(qkv.dtype), self.sin[:T].to(qkv.dtype))
+    def angles(self, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of the first `length` positions, [T, 1, D/2] in `dtype`."""
+        return self.cos[:length].to(dtype), self.sin[:length].to(dtype)
 
 
 class Attention(nn.Module):
@@ -58,10 +58,10 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
         B, T, D = x.shape
-        q, k, v = self.rotary(self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads))
+        qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)
         # key_mask [B, 1, 1, T]: queries may not attend to padding keys. None when packing.
-        y = attention(q, k, v, causal=self.causal, key_mask=key_mask)  # [B, T, H, D] in and out, no copies
-        return self.proj(y.reshape(B, T, D))
+        y = rotary_attention(qkv, *self.rotary.angles(T, qkv.dtype), causal=self.causal, key_mask=key_mask)
+        return self.proj(y.reshape(B, T, D))  # y: [B, T, H, D], no layout copies on the way
 
 
 class SwiGLU(nn.Module):

@@ -9,8 +9,9 @@ functions and know nothing of which path runs:
   SwiGLU backward fused into a product's epilogue on sm90+ (swiglu.py, triton_mlp.py);
 - `rotary_qkv`: rotary embedding of the fused q/k/v projection, one-pass backward (rotary.py);
 - `row_cross_entropy`: cross-entropy statistics of logit rows in one read (cross_entropy.py);
-- `attention`: SDPA over [B, T, H, D] tensors, with FlashAttention-4's backward on Hopper when it is
-  installed (attention.py; DIFFUSIONLM_ATTENTION=sdpa turns it off).
+- `attention`, `rotary_attention`: SDPA over [B, T, H, D] tensors (after rotary embedding of a fused
+  projection), with FlashAttention-4's backward on Hopper when it is installed and pays (attention.py;
+  DIFFUSIONLM_ATTENTION=sdpa turns it off).
 """
 
 from diffusionlm.ops.attention import (
@@ -19,11 +20,12 @@ from diffusionlm.ops.attention import (
     fa4_backward_available,
     fa4_backward_enabled,
     fa4_backward_pays,
+    rotary_attention,
     training_attention_path,
 )
 from diffusionlm.ops.cross_entropy import row_cross_entropy, row_cross_entropy_reference
 from diffusionlm.ops.dispatch import HAVE_TRITON, triton_enabled
-from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference
+from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference, rotate_back_qk_
 from diffusionlm.ops.swiglu import swiglu, swiglu_mlp, swiglu_mlp_reference, swiglu_reference
 
 __all__ = [
@@ -33,8 +35,10 @@ __all__ = [
     "fa4_backward_available",
     "fa4_backward_enabled",
     "fa4_backward_pays",
+    "rotary_attention",
     "rotary_qkv",
     "rotary_qkv_reference",
+    "rotate_back_qk_",
     "row_cross_entropy",
     "row_cross_entropy_reference",
     "swiglu",

@@ -26,6 +26,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from diffusionlm.ops.dispatch import triton_enabled
+from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference, rotate_back_qk_
+
 _MODES = ("auto", "sdpa")
 
 # FlashAttention-4's backward is prepared and launched from Python on every call (checks, a compile-cache lookup,
@@ -106,6 +109,39 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = 
     return attention_reference(q, k, v, causal, key_mask)
 
 
+def rotary_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool = False,
+                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotary embedding of q and k (`ops.rotary_qkv`), then `attention`, for a projection viewed as
+    [B, T, 3, H, D]; returns [B, T, H, D].
+
+    On the FlashAttention-4 path (with Triton), the backward has FlashAttention-4 write the three gradients
+    straight into the projection's gradient and rotates its q and k parts back in place: one pass less over
+    that gradient than rotating separate gradients into it.
+    """
+    q_view = qkv.select(2, 0)
+    if fa4_backward_enabled(q_view, key_mask) and triton_enabled(qkv):
+        return _RotaryAttention.apply(qkv, cos, sin, causal)
+    q, k, v = rotary_qkv(qkv, cos, sin)
+    return attention(q, k, v, causal=causal, key_mask=key_mask)
+
+
+class _RotaryAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool) -> torch.Tensor:
+        q, k, v = rotary_qkv_reference(qkv, cos, sin)
+        out, lse = torch.ops.diffusionlm.attention_cudnn_fa4(q, k, v, causal)
+        ctx.save_for_backward(q, k, v, out, lse, cos, sin)
+        ctx.causal = causal
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[Any, ...]:
+        q, k, v, out, lse, cos, sin = ctx.saved_tensors
+        grad_qkv = torch.ops.diffusionlm.rotary_attention_fa4_backward(grad_out, q, k, v, out, lse, cos, sin,
+                                                                        ctx.causal)
+        return grad_qkv, None, None, None
+
+
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
                         key_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The SDPA path (any device, any mask)."""
@@ -164,3 +200,25 @@ def _backward(ctx: Any, grad_out: torch.Tensor, _grad_lse: Any) -> tuple[Any, ..
 
 
 _attention_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+@torch.library.custom_op("diffusionlm::rotary_attention_fa4_backward", mutates_args=())
+def _rotary_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                          out: torch.Tensor, lse: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                          causal: bool) -> torch.Tensor:
+    """The projection's gradient [B, T, 3, H, D]: FlashAttention-4 writes dq, dk, dv into its three parts,
+    then the q and k parts are rotated back in place."""
+    from flash_attn.cute.interface import _flash_attn_bwd
+
+    B, T, H, D = q.shape
+    grad_qkv = q.new_empty(B, T, 3, H, D)
+    _flash_attn_bwd(q, k, v, out, grad_out.contiguous(), lse, causal=causal,
+                    dq=grad_qkv[:, :, 0], dk=grad_qkv[:, :, 1], dv=grad_qkv[:, :, 2])
+    return rotate_back_qk_(grad_qkv, cos, sin)
+
+
+@_rotary_attention_bwd.register_fake
+def _(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+      lse: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool) -> torch.Tensor:
+    B, T, H, D = q.shape
+    return q.new_empty(B, T, 3, H, D)

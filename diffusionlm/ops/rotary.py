@@ -73,3 +73,19 @@ def _(grad_q: torch.Tensor, grad_k: torch.Tensor, grad_v: torch.Tensor, cos: tor
       sin: torch.Tensor) -> torch.Tensor:
     B, T, H, D = grad_q.shape
     return grad_q.new_empty(B, T, 3, H, D)
+
+
+_PAIR_ROWS, _PAIRS = 8, 128  # positions x (d, d + D/2) pairs of one head-row per program of the in-place kernel
+
+
+def rotate_back_qk_(grad_qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """In place, on a contiguous projection gradient [B, T, 3, H, D] whose q and k parts hold the gradients of
+    the rotated q and k: makes them the gradients of q and k (the transposed rotation); the v part is left
+    alone. Triton only: for backward passes that write attention's gradients straight into `grad_qkv`."""
+    B, T, _, H, D = grad_qkv.shape
+    if not grad_qkv.is_contiguous():
+        raise ValueError("rotate_back_qk_ needs a contiguous [B, T, 3, H, D] gradient")
+    grid = (cdiv(B * T, _PAIR_ROWS), cdiv(H * D // 2, _PAIRS))
+    triton_kernels().rotate_back_qk_inplace_kernel[grid](grad_qkv, cos.contiguous(), sin.contiguous(), B * T, T,
+                                                        H * D, HALF=D // 2, ROWS=_PAIR_ROWS, PAIRS=_PAIRS)
+    return grad_qkv

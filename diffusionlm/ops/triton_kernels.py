@@ -6,7 +6,8 @@ Each kernel does in one pass over memory what the compiler's generated code does
 - Row cross-entropy statistics: logsumexp by the online (running max) recurrence, the argmax and the
   target's logit in a single read of the logits (the compiled reduction reads them twice).
 - Rotary backward: the q and k gradients rotated back and the v gradient, interleaved into the fused
-  projection's gradient in one pass.
+  projection's gradient in one pass; or, where attention's backward already wrote all three into that
+  gradient, the q and k parts rotated back in place.
 All arithmetic is fp32; results are rounded once to the output dtype.
 """
 
@@ -108,3 +109,27 @@ def rotary_qkv_backward_kernel(grad_q_ptr, grad_k_ptr, grad_v_ptr, cos_ptr, sin_
     tl.store(out + HD, (g * cos + g_partner.to(tl.float32) * sin).to(dtype), mask=ok)
     at = grad_v_ptr + (b * sv_b + t * sv_t)[:, None] + (head * sv_h)[None, :]
     tl.store(out + 2 * HD, tl.load(at + d[None, :], mask=ok), mask=ok)
+
+
+@triton.jit
+def rotate_back_qk_inplace_kernel(buf_ptr, cos_ptr, sin_ptr, n_pos, T, HD,
+                                  HALF: tl.constexpr, ROWS: tl.constexpr, PAIRS: tl.constexpr):
+    """The q and k slots of a [positions, 3, H, D] projection gradient, holding the gradients of the rotated
+    q and k, rotated back in place (by -angle: x1' = g1 cos + g2 sin, x2' = g2 cos - g1 sin); the v slot is
+    left as it is. ROWS positions x PAIRS of the H x D/2 (d, d + HALF) pairs per program: each lane owns a
+    pair, reading and writing both of its elements, so no lane reads what another one writes."""
+    pos = tl.program_id(0) * ROWS + tl.arange(0, ROWS)
+    p = tl.program_id(1) * PAIRS + tl.arange(0, PAIRS)
+    ok = (pos < n_pos)[:, None] & (p < HD // 2)[None, :]
+    t = pos % T
+    head, j = p // HALF, p % HALF
+    cos = tl.load(cos_ptr + t[:, None] * HALF + j[None, :], mask=ok).to(tl.float32)
+    sin = tl.load(sin_ptr + t[:, None] * HALF + j[None, :], mask=ok).to(tl.float32)
+    first = buf_ptr + pos.to(tl.int64)[:, None] * 3 * HD + (head * 2 * HALF + j)[None, :]
+    dtype = buf_ptr.dtype.element_ty
+    for slot in tl.static_range(2):  # q, then k
+        at = first + slot * HD
+        g1 = tl.load(at, mask=ok).to(tl.float32)
+        g2 = tl.load(at + HALF, mask=ok).to(tl.float32)
+        tl.store(at, (g1 * cos + g2 * sin).to(dtype), mask=ok)
+        tl.store(at + HALF, (g2 * cos - g1 * sin).to(dtype), mask=ok)

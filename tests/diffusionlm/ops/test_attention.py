@@ -138,3 +138,31 @@ def test_cudnn_forward_fa4_backward_matches_sdpa(causal, compiled, monkeypatch):
     y, g_fa4 = run("auto")
     torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
     torch.testing.assert_close(g_fa4, g_ref, atol=3e-2, rtol=2e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("causal", [False, True])
+def test_rotary_attention_fa4_backward_writes_the_projection_gradient(causal, monkeypatch):
+    """FlashAttention-4 writes dq, dk, dv into the projection's gradient and q, k are rotated back in place:
+    the same gradient as rotary embedding then SDPA through autograd."""
+    if not _hopper_with_fa4():
+        pytest.skip("needs a Hopper GPU and flash-attn-4")
+    monkeypatch.setattr(attention_module, "FA4_MIN_SCORES", 0)
+    g = torch.Generator(device="cuda").manual_seed(1)
+    B, T, H, D = 4, 256, 4, 64
+    qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
+    angles = torch.outer(torch.arange(T, device="cuda", dtype=torch.float32), torch.rand(D // 2, device="cuda"))
+    cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+    grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
+
+    def run(mode):
+        monkeypatch.setenv("DIFFUSIONLM_ATTENTION", mode)
+        qkv.grad = None
+        y = torch.compile(ops.rotary_attention, fullgraph=True)(qkv, cos, sin, causal=causal)
+        y.backward(grad)
+        return y.detach().float(), qkv.grad.float()
+
+    y_ref, g_ref = run("sdpa")
+    y, g_fa4 = run("auto")
+    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
+    torch.testing.assert_close(g_fa4, g_ref, atol=3e-2, rtol=2e-2)

@@ -69,3 +69,25 @@ def test_rotary_under_torch_compile_matches_eager():
     for out, out_c in zip(outs, outs_c):
         torch.testing.assert_close(out_c, out)
     torch.testing.assert_close(grad_c, grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_rotation_back_is_the_rotary_backward_of_q_and_k(dtype):
+    """What a fused attention backward leaves in the projection's gradient (the rotated q and k gradients
+    and v's) becomes the projection's true gradient, v's part untouched."""
+    qkv, cos, sin, grads = _inputs(dtype, seed=2)
+    _, grad_ref = _forward_backward(ops.rotary_qkv_reference, qkv.float(), cos.float(), sin.float(),
+                                    [g.float() for g in grads])
+    buf = torch.stack([g.contiguous() for g in grads], dim=2)  # [B, T, 3, H, D], as attention writes it
+    v_before = buf[:, :, 2].clone()
+    out = ops.rotate_back_qk_(buf, cos, sin)
+    assert out is buf
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(buf.float(), grad_ref, rtol=tol, atol=tol)
+    assert torch.equal(buf[:, :, 2], v_before)
+
+
+def test_in_place_rotation_back_refuses_a_strided_gradient():
+    qkv, cos, sin, _ = _inputs(torch.float32)
+    with pytest.raises(ValueError, match="contiguous"):
+        ops.rotate_back_qk_(qkv.transpose(0, 1), cos, sin)
