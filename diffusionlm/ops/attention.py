@@ -34,8 +34,9 @@ _MODES = ("auto", "sdpa")
 # FlashAttention-4's backward is prepared and launched from Python on every call (checks, a compile-cache lookup,
 # its own pre- and post-processing kernels), which costs host time; it pays only where each call holds enough GPU
 # work to hide that, counted as B * H * T * T attention scores.
-# Measured on an H100 against cuDNN both ways (benchmarking/results/bench_train_h100_2026-11-22h.json):
-# base (64 x 12 x 1024^2, 805M) +2.3%, medium (256 x 8 x 256^2, 134M) +1.6%, small (256 x 6 x 256^2, 101M) -7%.
+# Measured on H100s against cuDNN both ways (benchmarking/results/bench_train_h100_2026-11-22h.json): base
+# (64 x 12 x 1024^2, 805M) +2.4% (call Y), medium (256 x 8 x 256^2, 134M) +1.6%, small (256 x 6 x 256^2, 101M)
+# -7% (call X).
 FA4_MIN_SCORES = 1 << 27
 
 
