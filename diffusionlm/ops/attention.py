@@ -11,7 +11,8 @@ first use), a training step takes cuDNN's forward and FlashAttention-4's backwar
 microbench_kernels_h100_2026-11-22.json, call U). The two compute the same function and share what the
 backward needs: the output and the per-row natural-log logsumexp of the scaled scores.
 
-DIFFUSIONLM_ATTENTION: "auto" (default) takes that path where it can run; "sdpa" never does.
+DIFFUSIONLM_ATTENTION: "auto" (default) takes that path where it can run; "sdpa" never does. Like
+DIFFUSIONLM_TRITON, it is read when torch.compile traces (set it before the first step).
 The path runs only where it is exact and pays: grads wanted, no padding mask (packed batches have none), bf16
 or fp16, head size a multiple of 8 up to 256, compute capability 9.x, at least FA4_MIN_SCORES scores per call.
 """

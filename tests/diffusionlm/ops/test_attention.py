@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import sys
 
 import pytest
@@ -110,6 +111,22 @@ def _hopper_with_fa4() -> bool:
             and attention_module.FA4_INSTALLED)
 
 
+def _assert_fa4_path_matches_sdpa(monkeypatch, qkv, grad, forward):
+    """forward(): attention's output from `qkv`; run with SDPA, then with FA4's backward: same output and
+    the same gradient of `qkv`."""
+    results = {}
+    for mode in ("sdpa", "auto"):
+        monkeypatch.setenv("DIFFUSIONLM_ATTENTION", mode)
+        torch._dynamo.reset()  # the setting is read when torch.compile traces, like DIFFUSIONLM_TRITON
+        qkv.grad = None
+        y = forward()
+        y.backward(grad)
+        results[mode] = (y.detach().float(), qkv.grad.float())
+    (y_ref, grad_ref), (y, grad_fa4) = results["sdpa"], results["auto"]
+    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
+    torch.testing.assert_close(grad_fa4, grad_ref, atol=3e-2, rtol=2e-2)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("compiled", [False, True])
@@ -119,25 +136,17 @@ def test_cudnn_forward_fa4_backward_matches_sdpa(causal, compiled, monkeypatch):
     g = torch.Generator(device="cuda").manual_seed(0)
     qkv = torch.randn(4, 256, 3, 4, 64, device="cuda", dtype=torch.bfloat16, generator=g, requires_grad=True)
     grad = torch.randn(4, 256, 4, 64, device="cuda", dtype=torch.bfloat16, generator=g)
-
     small = torch.zeros(2, 256, 4, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     assert not ops.fa4_backward_enabled(small, None), "too little work per call to pay for FA4's launch"
     monkeypatch.setattr(attention_module, "FA4_MIN_SCORES", 0)  # this test's small shapes take the path too
+    fn = torch.compile(ops.attention, fullgraph=True) if compiled else ops.attention
 
-    def run(mode):
-        monkeypatch.setenv("DIFFUSIONLM_ATTENTION", mode)
-        qkv.grad = None
+    def forward():
         q, k, v = qkv.unbind(2)
-        assert ops.fa4_backward_enabled(q, None) == (mode == "auto")
-        fn = torch.compile(ops.attention, fullgraph=True) if compiled else ops.attention
-        y = fn(q, k, v, causal=causal)
-        y.backward(grad)
-        return y.detach().float(), qkv.grad.float()
+        assert ops.fa4_backward_enabled(q, None) == (os.environ["DIFFUSIONLM_ATTENTION"] == "auto")
+        return fn(q, k, v, causal=causal)
 
-    y_ref, g_ref = run("sdpa")
-    y, g_fa4 = run("auto")
-    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
-    torch.testing.assert_close(g_fa4, g_ref, atol=3e-2, rtol=2e-2)
+    _assert_fa4_path_matches_sdpa(monkeypatch, qkv, grad, forward)
 
 
 @pytest.mark.gpu
@@ -154,15 +163,5 @@ def test_rotary_attention_fa4_backward_writes_the_projection_gradient(causal, mo
     angles = torch.outer(torch.arange(T, device="cuda", dtype=torch.float32), torch.rand(D // 2, device="cuda"))
     cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
     grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
-
-    def run(mode):
-        monkeypatch.setenv("DIFFUSIONLM_ATTENTION", mode)
-        qkv.grad = None
-        y = torch.compile(ops.rotary_attention, fullgraph=True)(qkv, cos, sin, causal=causal)
-        y.backward(grad)
-        return y.detach().float(), qkv.grad.float()
-
-    y_ref, g_ref = run("sdpa")
-    y, g_fa4 = run("auto")
-    torch.testing.assert_close(y, y_ref, atol=2e-2, rtol=0)
-    torch.testing.assert_close(g_fa4, g_ref, atol=3e-2, rtol=2e-2)
+    fn = torch.compile(ops.rotary_attention, fullgraph=True)
+    _assert_fa4_path_matches_sdpa(monkeypatch, qkv, grad, lambda: fn(qkv, cos, sin, causal=causal))
