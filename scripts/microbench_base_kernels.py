@@ -1,9 +1,11 @@
 """Standalone timings of base's hot kernels on a CUDA GPU: attention backends, the block's matrix products,
 and diffusionlm.ops' Triton kernels against the compiled PyTorch they replace (with their largest differences).
 
-Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). Prints one line per kernel with its time
-(median of triton.testing.do_bench) and TFLOP/s, so a profile of the training step can be read against
-what each kernel does alone. Used for the base analysis in benchmarking/README.md:
+Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). On Hopper with flash-attn-4 it also
+times the training attention paths (`ops.rotary_attention` with and without FlashAttention-4's backward).
+Prints one line per kernel with its time (median of triton.testing.do_bench) and TFLOP/s, so a profile of
+the training step can be read against what each kernel does alone. Used for the base analysis in
+benchmarking/README.md:
 
     python3 scripts/microbench_base_kernels.py
 """
@@ -139,6 +141,39 @@ def rotary_kernel() -> None:
           f"max |diff| of the gradient {diff:.3g}")
 
 
+def rotary_attention_paths() -> None:
+    """ops.rotary_attention, compiled, forward + backward: cuDNN both ways against cuDNN's forward with
+    FlashAttention-4's backward (Hopper with flash-attn-4 only), with the largest gradient difference."""
+    import os
+
+    import diffusionlm.ops as ops
+
+    if not ops.fa4_backward_available(torch.device("cuda")):
+        print("rotary attention: FlashAttention-4's backward not available here (needs Hopper and flash-attn-4)")
+        return
+    qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    angles = torch.outer(torch.arange(T, device="cuda").float(),
+                         1.0 / 10000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
+    cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+    grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
+    results = {}
+    for mode in ("sdpa", "auto"):
+        os.environ["DIFFUSIONLM_ATTENTION"] = mode
+        torch._dynamo.reset()  # the setting is read when torch.compile traces
+        f = torch.compile(ops.rotary_attention)
+
+        def step(f=f):
+            f(qkv, cos, sin).backward(grad)
+
+        step()
+        results[mode] = (bench(step, [qkv]), qkv.grad.clone())
+        qkv.grad = None
+    os.environ.pop("DIFFUSIONLM_ATTENTION")
+    diff = (results["auto"][1].float() - results["sdpa"][1].float()).abs().max()
+    print(f"rotary attention fwd+bwd: cuDNN forward + FA4 backward {results['auto'][0]:.3f} ms  cuDNN both ways "
+          f"{results['sdpa'][0]:.3f} ms  max |diff| of the gradient {diff:.3g}")
+
+
 def swiglu_mlp_backward() -> None:
     # the down projection's input gradient and the SwiGLU backward: cuBLAS + kernel vs one fused kernel
     grad_y = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16)
@@ -164,6 +199,7 @@ def main() -> int:
     swiglu_kernels()
     swiglu_mlp_backward()
     rotary_kernel()
+    rotary_attention_paths()
     cross_entropy_kernel()
     return 0
 
