@@ -118,13 +118,18 @@ def cross_entropy_kernel() -> None:
           f"max |diff| {(ours[0] - ref[0]).abs().max():.3g}  argmax mismatches {int((ours[2] != ref[2]).sum())}")
 
 
+def rotary_angles() -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin [T, 1, D/2] in bf16, as the model's Rotary makes them (theta 10000)."""
+    angles = torch.outer(torch.arange(T, device="cuda").float(),
+                         1.0 / 10000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
+    return angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+
+
 def rotary_kernel() -> None:
     import diffusionlm.ops as ops
 
     qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    angles = torch.outer(torch.arange(T, device="cuda").float(),
-                         1.0 / 10000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
-    cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+    cos, sin = rotary_angles()
     grads = [torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
     results = {}
     for name, fn in (("compiled", ops.rotary_qkv_reference), ("ours", ops.rotary_qkv)):
@@ -152,9 +157,7 @@ def rotary_attention_paths() -> None:
         print("rotary attention: FlashAttention-4's backward not available here (needs Hopper and flash-attn-4)")
         return
     qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    angles = torch.outer(torch.arange(T, device="cuda").float(),
-                         1.0 / 10000 ** (torch.arange(0, D, 2, device="cuda").float() / D))
-    cos, sin = angles.cos()[:, None].bfloat16(), angles.sin()[:, None].bfloat16()
+    cos, sin = rotary_angles()
     grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
     results = {}
     for mode in ("sdpa", "auto"):

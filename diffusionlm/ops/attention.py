@@ -174,12 +174,19 @@ def _(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool) -> tuple[
     return q.new_empty(B, T, H, D), q.new_empty(B, H, T, dtype=torch.float32)
 
 
+def _fa4_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                  lse: torch.Tensor, causal: bool, **grads_into: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """FlashAttention-4's backward: (dq, dk, dv), written into `grads_into` (dq=, dk=, dv=) where given.
+    The one call of its interface's `_flash_attn_bwd` (torch's own FA4 registration calls it too)."""
+    from flash_attn.cute.interface import _flash_attn_bwd
+
+    return _flash_attn_bwd(q, k, v, out, grad_out.contiguous(), lse, causal=causal, **grads_into)
+
+
 @torch.library.custom_op("diffusionlm::attention_fa4_backward", mutates_args=())
 def _attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
                    lse: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    from flash_attn.cute.interface import _flash_attn_bwd  # torch's own FA4 registration calls it too
-
-    dq, dk, dv = _flash_attn_bwd(q, k, v, out, grad_out.contiguous(), lse, causal=causal)
+    dq, dk, dv = _fa4_backward(grad_out, q, k, v, out, lse, causal)
     return dq, dk, dv
 
 
@@ -210,12 +217,10 @@ def _rotary_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tens
                           causal: bool) -> torch.Tensor:
     """The projection's gradient [B, T, 3, H, D]: FlashAttention-4 writes dq, dk, dv into its three parts,
     then the q and k parts are rotated back in place."""
-    from flash_attn.cute.interface import _flash_attn_bwd
-
     B, T, H, D = q.shape
     grad_qkv = q.new_empty(B, T, 3, H, D)
-    _flash_attn_bwd(q, k, v, out, grad_out.contiguous(), lse, causal=causal,
-                    dq=grad_qkv[:, :, 0], dk=grad_qkv[:, :, 1], dv=grad_qkv[:, :, 2])
+    _fa4_backward(grad_out, q, k, v, out, lse, causal, dq=grad_qkv[:, :, 0], dk=grad_qkv[:, :, 1],
+                  dv=grad_qkv[:, :, 2])
     return rotate_back_qk_(grad_qkv, cos, sin)
 
 
