@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import triton_enabled
+from diffusionlm.ops.dispatch import is_hopper, triton_enabled
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference, rotate_back_qk_
 
 _MODES = ("auto", "sdpa")
@@ -53,20 +53,13 @@ def fa4_installed() -> bool:
 FA4_INSTALLED = fa4_installed()
 
 
-@torch.compiler.assume_constant_result
-def _is_hopper(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] == 9
-
-
 def fa4_backward_available(device: torch.device) -> bool:
     """Whether training attention on `device` can take FlashAttention-4's backward: the setting, the GPU
     (compute capability 9.x) and the package."""
     mode = os.environ.get("DIFFUSIONLM_ATTENTION", "auto")
     if mode not in _MODES:
         raise ValueError(f"DIFFUSIONLM_ATTENTION={mode!r}: expected one of {', '.join(_MODES)}")
-    if mode == "sdpa" or device.type != "cuda" or not FA4_INSTALLED:
-        return False
-    return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
+    return mode != "sdpa" and FA4_INSTALLED and is_hopper(device)
 
 
 def fa4_backward_pays(shape: tuple[int, int, int, int], dtype: torch.dtype) -> bool:

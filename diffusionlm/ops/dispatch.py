@@ -14,6 +14,18 @@ HAVE_TRITON = importlib.util.find_spec("triton") is not None
 _TRITON_MODES = ("auto", "1", "0", "interpret")
 
 
+@torch.compiler.assume_constant_result
+def _is_hopper(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index)[0] == 9
+
+
+def is_hopper(device: torch.device) -> bool:
+    """Whether `device` is a CUDA GPU of compute capability 9.x; a constant to torch.compile (no graph break)."""
+    if device.type != "cuda":
+        return False
+    return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
+
+
 def triton_kernels() -> ModuleType:
     from diffusionlm.ops import triton_kernels
 

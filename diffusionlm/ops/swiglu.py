@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import cdiv, interpreting, triton_enabled, triton_kernels
+from diffusionlm.ops.dispatch import HAVE_TRITON, cdiv, interpreting, triton_enabled, triton_kernels
+from diffusionlm.ops.quack_mlp import quack_mlp_available, quack_mlp_enabled, quack_version, swiglu_mlp_quack
 
 _BLOCK = 1024
 
@@ -75,15 +77,33 @@ def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch
     On GPUs with TMA (sm90+) its backward runs the down projection's input gradient with the SwiGLU
     backward in the product's epilogue (`triton_mlp.py`), which never writes the hidden gradient; the
     forward and the other three products are the same cuBLAS calls and SwiGLU kernel as the plain
-    composition, which runs everywhere else (and without gradients). Under autocast the products run in
-    the autocast dtype, as linear layers would.
+    composition, which runs everywhere else (and without gradients). On Hopper with quack installed, both
+    SwiGLU passes ride in quack's product epilogues instead (`quack_mlp.py`). Under autocast the products
+    run in the autocast dtype, as linear layers would.
     """
     if not (torch.is_grad_enabled() and triton_enabled(x) and _has_tma(x)):
         return swiglu_mlp_reference(x, gate_up_weight, down_weight)
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
-    y = _SwiGLUMLP.apply(x.reshape(-1, x.shape[-1]).to(dtype), gate_up_weight.to(dtype), down_weight.to(dtype))
+    x2d = x.reshape(-1, x.shape[-1]).to(dtype)
+    gate_up_weight, down_weight = gate_up_weight.to(dtype), down_weight.to(dtype)
+    if quack_mlp_enabled(x2d, down_weight.shape[1]):
+        y = swiglu_mlp_quack(x2d, gate_up_weight, down_weight)
+    else:
+        y = _SwiGLUMLP.apply(x2d, gate_up_weight, down_weight)
     return y.view(*x.shape[:-1], y.shape[-1])
+
+
+def training_mlp_path(device: torch.device, d_model: int, hidden: int, dtype: torch.dtype) -> str:
+    """What a training step's MLP runs on `device`, in words (for benchmark records)."""
+    if not (device.type == "cuda" and HAVE_TRITON and os.environ.get("DIFFUSIONLM_TRITON", "auto") != "0"):
+        return "pytorch"
+    if not (torch.cuda.get_device_capability(device)[0] >= 9):
+        return "cuBLAS + Triton SwiGLU kernels"
+    if dtype in (torch.bfloat16, torch.float16) and d_model % 8 == 0 and hidden % 8 == 0 \
+            and quack_mlp_available(device):
+        return f"{quack_version()} gated products"
+    return "cuBLAS + Triton SwiGLU forward, Triton fused backward product"
 
 
 def _has_tma(x: torch.Tensor) -> bool:

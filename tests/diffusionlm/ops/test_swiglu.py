@@ -10,6 +10,11 @@ import diffusionlm.ops as ops
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+@pytest.fixture(autouse=True)
+def triton_mlp(monkeypatch):
+    monkeypatch.setenv("DIFFUSIONLM_MLP", "triton")  # these test the Triton path; quack's has its own tests
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_swiglu_forward_and_backward_match_reference(dtype):
     gen = torch.Generator().manual_seed(0)
