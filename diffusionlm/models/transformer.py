@@ -24,16 +24,9 @@ def default_ffn_hidden(d_model: int) -> int:
 
 class RMSNorm(nn.RMSNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The norm runs in the input's dtype, weight included; its kernel accumulates in fp32 either way.
-        # CUDA autocast lists rms_norm as fp32 and would return fp32: with a bf16 residual stream
-        # (residual_in_fp32 = false) that output is only cast back to bf16 for the next product, and each
-        # backward converts the products' bf16 gradients to fp32 and reads them at twice the bytes. Same
-        # values (fp32 math, one rounding to bf16 before the product), less memory traffic.
-        weight = self.weight.to(x.dtype)
-        if x.is_cuda and torch.is_autocast_enabled("cuda"):
-            with torch.autocast("cuda", enabled=False):
-                return F.rms_norm(x, self.normalized_shape, weight, self.eps)
-        return F.rms_norm(x, self.normalized_shape, weight, self.eps)
+        # The weight follows the input's dtype: a bf16 residual stream (residual_in_fp32 = false) keeps the
+        # fused kernel, which needs matching dtypes and accumulates in fp32 either way.
+        return F.rms_norm(x, self.normalized_shape, self.weight.to(x.dtype), self.eps)
 
 
 class Rotary(nn.Module):

@@ -38,10 +38,11 @@ QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 def _accept_dsl_internals_in_cache_keys() -> None:
     """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
     and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
-    source-location state (a ContextVar, a code object's method), which quack 0.6.4-0.6.5 reject at import
-    of their epilogue library. Neither changes the traced math, so they get a constant key; every other
-    value keeps quack's own rule, refusal included."""
+    plumbing (its source-location ContextVar, a code object's method, its logger), which quack 0.6.4-0.6.5
+    reject when their epilogues are first built. None of these changes the traced math, so they get a
+    constant key; every other value keeps quack's own rule, refusal included."""
     import contextvars
+    import logging
     import types
 
     try:
@@ -57,6 +58,8 @@ def _accept_dsl_internals_in_cache_keys() -> None:
             return ("contextvar", value.name)
         if isinstance(value, types.MethodDescriptorType):
             return ("method_descriptor", value.__objclass__.__qualname__, value.__name__)
+        if isinstance(value, logging.Logger):
+            return ("logger", value.name)
         return original(value, seen)
 
     semantic_value_key._diffusionlm_accepts_dsl_internals = True  # type: ignore[attr-defined]

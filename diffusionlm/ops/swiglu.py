@@ -151,7 +151,7 @@ def _down_grad_swiglu_backward_op(grad_y: torch.Tensor, down_weight: torch.Tenso
         triton_mlp.set_blocks({**descs, **config})
         kernel.fn[grid(config)](*descs.values(), M, N, K, n_sms, **config, DOT_F32=True)
     else:
-        kernel[grid](*descs.values(), M, N, K, n_sms, DOT_F32=False)
+        kernel[grid](*descs.values(), M, N, K, n_sms, DOT_F32=grad_y.dtype == torch.float32)
     return grad_gate_up
 
 

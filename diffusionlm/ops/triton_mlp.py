@@ -8,8 +8,9 @@ shapes). Persistent (one program per SM, `flatten` lets the compiler overlap a t
 next tile's loads), with TMA descriptors for every operand.
 
 The product accumulates in fp32 and is rounded to the storage dtype before the element-wise math, exactly
-as the unfused path (cuBLAS product, then `swiglu_backward_kernel`) computes it. DOT_F32 upcasts the
-operands before the product: Triton's CPU interpreter (the tests' path) gets bf16 products wrong, while
+as the unfused path (cuBLAS product, then `swiglu_backward_kernel`) computes it. DOT_F32 runs the product
+in full fp32: for fp32 operands (which tl.dot would otherwise take as TF32, where PyTorch's products are
+full fp32), and in Triton's CPU interpreter (the tests' path), which gets bf16 products wrong, while
 bf16 x bf16 products are exact in fp32, so it is the same math.
 """
 
@@ -60,9 +61,10 @@ def down_grad_swiglu_backward_kernel(grad_desc, w_desc, gate_desc, up_desc, grad
         acc = tl.zeros((BM, BN), dtype=tl.float32)
         for k in range(0, tl.cdiv(K, BK)):
             a, b = grad_desc.load([m0, k * BK]), w_desc.load([k * BK, n0])
-            if DOT_F32:
-                a, b = a.to(tl.float32), b.to(tl.float32)
-            acc = tl.dot(a, b, acc)
+            if DOT_F32:  # full fp32 products, as PyTorch's default: tl.dot would take TF32 for fp32 operands
+                acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
+            else:
+                acc = tl.dot(a, b, acc)
         grad = acc.to(dtype).to(tl.float32)
         gate = gate_desc.load([m0, n0]).to(tl.float32)
         up = up_desc.load([m0, n0]).to(tl.float32)

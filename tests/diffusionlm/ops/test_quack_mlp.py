@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -34,6 +36,7 @@ def test_cache_key_shim_accepts_only_dsl_internals():
     key = identity.semantic_value_key
     assert key(contextvars.ContextVar("loc"), set()) == ("contextvar", "loc")
     assert key(type(compile("1", "x", "eval")).co_positions, set())[0] == "method_descriptor"
+    assert key(logging.getLogger("CUTE_DSL"), set()) == ("logger", "CUTE_DSL")
     with pytest.raises(TypeError, match="fail-closed"):  # anything else keeps quack's refusal
         key(object(), set())
 
