@@ -2,7 +2,8 @@
 and diffusionlm.ops' Triton kernels against the compiled PyTorch they replace (with their largest differences).
 
 Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). On Hopper with flash-attn-4 it also
-times the training attention paths (`ops.rotary_attention` with and without FlashAttention-4's backward).
+times the training attention paths (`ops.rotary_attention` with and without FlashAttention-4's backward),
+and with quack the MLP's two paths (`ops.swiglu_mlp`: Triton kernels, or quack's gated products).
 Prints one line per kernel with its time (median of triton.testing.do_bench) and TFLOP/s, so a profile of
 the training step can be read against what each kernel does alone. Used for the base analysis in
 benchmarking/README.md:
@@ -192,6 +193,38 @@ def swiglu_mlp_backward() -> None:
           f"{bench(unfused):.3f} ms  max |diff| {diff:.3g}")
 
 
+def mlp_paths() -> None:
+    # the whole MLP forward + backward at base's shape, as the model runs it: Triton path, then quack's
+    # (Triton's TMA descriptors fail in a process once quack's kernels have run, so the order matters)
+    import os
+
+    from diffusionlm.ops import quack_mlp, swiglu_mlp
+
+    x = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    gate_up = (0.02 * torch.randn(2 * FFN, D_MODEL, device="cuda")).to(torch.bfloat16).requires_grad_()
+    down = (0.02 * torch.randn(D_MODEL, FFN, device="cuda")).to(torch.bfloat16).requires_grad_()
+    grad = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16)
+    results = {}
+    for mode in ("triton", "auto"):
+        os.environ["DIFFUSIONLM_MLP"] = mode
+        if mode == "auto" and not quack_mlp.quack_mlp_enabled(x, FFN):
+            print("mlp quack: not available here")
+            break
+        results[mode] = (bench(lambda: swiglu_mlp(x, gate_up, down), None),
+                         bench(lambda: swiglu_mlp(x, gate_up, down).backward(grad), [x, gate_up, down]))
+        swiglu_mlp(x, gate_up, down).backward(grad)
+        grads = [t.grad.clone() for t in (x, gate_up, down)]
+        for t in (x, gate_up, down):
+            t.grad = None
+        results[mode] += (grads,)
+    os.environ.pop("DIFFUSIONLM_MLP")
+    line = "mlp fwd+bwd " + "  ".join(f"{m} fwd {f:.3f} ms fwd+bwd {fb:.3f} ms" for m, (f, fb, _) in results.items())
+    if len(results) == 2:
+        diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(results["triton"][2], results["auto"][2])]
+        line += "  max |grad diff| x/gate_up/down " + "/".join(f"{d:.3g}" for d in diffs)
+    print(line)
+
+
 def main() -> int:
     if not torch.cuda.is_available():
         print("error: this microbenchmark needs a CUDA GPU", file=sys.stderr)
@@ -204,6 +237,7 @@ def main() -> int:
     rotary_kernel()
     rotary_attention_paths()
     cross_entropy_kernel()
+    mlp_paths()
     return 0
 
 

@@ -35,16 +35,22 @@ _MODES = ("auto", "triton")
 QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 
 
-def _accept_dsl_internals_in_cache_keys() -> None:
-    """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
-    and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
-    plumbing (its source-location ContextVar, a code object's method, its logger), which quack 0.6.4-0.6.5
-    reject when their epilogues are first built. None of these changes the traced math, so they get a
-    constant key; every other value keeps quack's own rule, refusal included."""
+def _is_dsl_plumbing(value: Any) -> bool:
     import contextvars
     import logging
     import types
 
+    if isinstance(value, (contextvars.ContextVar, types.MethodDescriptorType, logging.Logger)):
+        return True
+    return type(value).__module__.split(".")[0] == "cutlass"  # the DSL's own state objects
+
+
+def _accept_dsl_internals_in_cache_keys() -> None:
+    """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
+    and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
+    plumbing (its source-location ContextVar and IR-state tables, a code object's method, its logger),
+    which quack 0.6.4-0.6.5 refuse when their epilogue library is imported. None of it changes the traced
+    math, so it gets a key by type; every other value keeps quack's own rule, refusal included."""
     try:
         from quack.gemm_runtime import identity
     except ImportError:  # a quack without this fingerprinting has nothing to accept
@@ -54,12 +60,8 @@ def _accept_dsl_internals_in_cache_keys() -> None:
         return
 
     def semantic_value_key(value: Any, seen: Any) -> Any:
-        if isinstance(value, contextvars.ContextVar):
-            return ("contextvar", value.name)
-        if isinstance(value, types.MethodDescriptorType):
-            return ("method_descriptor", value.__objclass__.__qualname__, value.__name__)
-        if isinstance(value, logging.Logger):
-            return ("logger", value.name)
+        if _is_dsl_plumbing(value):
+            return ("dsl", type(value).__module__, type(value).__qualname__, getattr(value, "name", None))
         return original(value, seen)
 
     semantic_value_key._diffusionlm_accepts_dsl_internals = True  # type: ignore[attr-defined]
@@ -71,6 +73,7 @@ def quack_mlp_importable() -> bool:
     """Whether quack's gated products import here (once per process; a failure warns and falls back)."""
     try:
         _accept_dsl_internals_in_cache_keys()
+        import quack.epilogue.library  # noqa: F401 - builds the gated epilogues, where a refusal would come
         from quack.gemm_interface import gemm_dgated, gemm_gated  # noqa: F401
     except Exception as e:  # any failure means the Triton path, said once
         warnings.warn(f"quack is installed but its gated products do not import ({type(e).__name__}: {e}); "

@@ -34,9 +34,9 @@ def test_cache_key_shim_accepts_only_dsl_internals():
     quack_mlp._accept_dsl_internals_in_cache_keys()
     quack_mlp._accept_dsl_internals_in_cache_keys()  # idempotent: one wrapper
     key = identity.semantic_value_key
-    assert key(contextvars.ContextVar("loc"), set()) == ("contextvar", "loc")
-    assert key(type(compile("1", "x", "eval")).co_positions, set())[0] == "method_descriptor"
-    assert key(logging.getLogger("CUTE_DSL"), set()) == ("logger", "CUTE_DSL")
+    assert key(contextvars.ContextVar("loc"), set()) == ("dsl", "_contextvars", "ContextVar", "loc")
+    assert key(type(compile("1", "x", "eval")).co_positions, set())[0] == "dsl"
+    assert key(logging.getLogger("CUTE_DSL"), set()) == ("dsl", "logging", "Logger", "CUTE_DSL")
     with pytest.raises(TypeError, match="fail-closed"):  # anything else keeps quack's refusal
         key(object(), set())
 
