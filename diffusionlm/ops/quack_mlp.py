@@ -35,36 +35,28 @@ _MODES = ("auto", "triton")
 QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 
 
-def _is_dsl_plumbing(value: Any) -> bool:
-    import contextvars
-    import logging
-    import types
-
-    if isinstance(value, (contextvars.ContextVar, types.MethodDescriptorType, logging.Logger)):
-        return True
-    return type(value).__module__.split(".")[0] == "cutlass"  # the DSL's own state objects
-
-
 def _accept_dsl_internals_in_cache_keys() -> None:
     """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
     and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
-    plumbing (its source-location ContextVar and IR-state tables, a code object's method, its logger),
-    which quack 0.6.4-0.6.5 refuse when their epilogue library is imported. None of it changes the traced
-    math, so it gets a key by type; every other value keeps quack's own rule, refusal included."""
+    plumbing (a ContextVar, IR-state tables, a logger, an itertools counter, ...), which quack 0.6.4-0.6.5
+    refuse when their epilogue library is imported. Such a value gets a key by identity instead: two
+    different objects never share a key, so a cached kernel is never reused for other math (the price is a
+    recompile in each new process, about 2 s). Every value quack has a rule for keeps it."""
     try:
         from quack.gemm_runtime import identity
     except ImportError:  # a quack without this fingerprinting has nothing to accept
         return
     original = identity.semantic_value_key
-    if getattr(original, "_diffusionlm_accepts_dsl_internals", False):
+    if getattr(original, "_diffusionlm_keys_by_identity", False):
         return
 
     def semantic_value_key(value: Any, seen: Any) -> Any:
-        if _is_dsl_plumbing(value):
-            return ("dsl", type(value).__module__, type(value).__qualname__, getattr(value, "name", None))
-        return original(value, seen)
+        try:
+            return original(value, seen)
+        except TypeError:
+            return ("identity", type(value).__module__, type(value).__qualname__, id(value))
 
-    semantic_value_key._diffusionlm_accepts_dsl_internals = True  # type: ignore[attr-defined]
+    semantic_value_key._diffusionlm_keys_by_identity = True  # type: ignore[attr-defined]
     identity.semantic_value_key = semantic_value_key
 
 
