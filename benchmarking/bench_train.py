@@ -229,7 +229,8 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             "attention": training_attention_path(
                 device, (d.batch_size, m.context_length, m.n_heads, m.d_model // m.n_heads),
                 trainer.precision.dtype or torch.float32),
-            "mlp": training_mlp_path(device, m.d_model, m.ffn_hidden or default_ffn_hidden(m.d_model),
+            "mlp": training_mlp_path(device, d.batch_size * m.context_length, m.d_model,
+                                     m.ffn_hidden or default_ffn_hidden(m.d_model),
                                      trainer.precision.dtype or torch.float32),
         },
         "steps": steps,

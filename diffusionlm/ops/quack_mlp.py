@@ -34,6 +34,13 @@ _MODES = ("auto", "triton")
 # Whether quack is installed, found without importing it (a heavy import, done on the first traced MLP).
 QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 
+# The path is taken from this many elements of the gate/up product per call (rows x 2 x hidden). Measured
+# training steps on H100s (benchmarking/results/bench_train_h100_2026-11-22i.json): base (65,536 x 4,096,
+# 268M) 655k tokens/s against 641k for the Triton path in the same call; medium (65,536 x 2,816, 185M)
+# 2.16M against 2.06M (session 7, another H100); small (65,536 x 2,048, 134M) 3.37M against 3.64M (session 7,
+# another H100), so small keeps the Triton path.
+QUACK_MIN_GATE_UP = 150_000_000
+
 
 def _accept_dsl_internals_in_cache_keys() -> None:
     """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
@@ -92,10 +99,17 @@ def quack_mlp_available(device: torch.device) -> bool:
 
 def quack_mlp_enabled(x: torch.Tensor, hidden: int) -> bool:
     """Whether a training MLP over `x` [M, d] (already in the compute dtype) with `hidden` units runs here:
-    grads wanted, bf16 or fp16, and rows of 16-byte multiples for the products' TMA loads."""
-    if not (torch.is_grad_enabled() and x.dtype in (torch.bfloat16, torch.float16)):
+    grads wanted, and `quack_mlp_pays` for its shape."""
+    if not (torch.is_grad_enabled() and quack_mlp_pays(x.shape[0], x.shape[-1], hidden, x.dtype)):
         return False
-    return x.shape[-1] % 8 == 0 and hidden % 8 == 0 and quack_mlp_available(x.device)
+    return quack_mlp_available(x.device)
+
+
+def quack_mlp_pays(rows: int, d_model: int, hidden: int, dtype: torch.dtype) -> bool:
+    """Whether quack's products run, and pay, for an MLP of these sizes: bf16 or fp16, rows of 16-byte
+    multiples (their TMA loads), and at least QUACK_MIN_GATE_UP elements in the gate/up product."""
+    supported = dtype in (torch.bfloat16, torch.float16) and d_model % 8 == 0 and hidden % 8 == 0
+    return supported and rows * 2 * hidden >= QUACK_MIN_GATE_UP
 
 
 def quack_version() -> str:

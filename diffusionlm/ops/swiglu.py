@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 
 from diffusionlm.ops.dispatch import HAVE_TRITON, cdiv, interpreting, triton_enabled, triton_kernels
-from diffusionlm.ops.quack_mlp import quack_mlp_available, quack_mlp_enabled, quack_version, swiglu_mlp_quack
+from diffusionlm.ops.quack_mlp import (
+    quack_mlp_available,
+    quack_mlp_enabled,
+    quack_mlp_pays,
+    quack_version,
+    swiglu_mlp_quack,
+)
 
 _BLOCK = 1024
 
@@ -94,14 +100,13 @@ def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def training_mlp_path(device: torch.device, d_model: int, hidden: int, dtype: torch.dtype) -> str:
-    """What a training step's MLP runs on `device`, in words (for benchmark records)."""
+def training_mlp_path(device: torch.device, rows: int, d_model: int, hidden: int, dtype: torch.dtype) -> str:
+    """What a training step's MLP over `rows` positions runs on `device`, in words (for benchmark records)."""
     if not (device.type == "cuda" and HAVE_TRITON and os.environ.get("DIFFUSIONLM_TRITON", "auto") != "0"):
         return "pytorch"
     if not (torch.cuda.get_device_capability(device)[0] >= 9):
         return "cuBLAS + Triton SwiGLU kernels"
-    if dtype in (torch.bfloat16, torch.float16) and d_model % 8 == 0 and hidden % 8 == 0 \
-            and quack_mlp_available(device):
+    if quack_mlp_pays(rows, d_model, hidden, dtype) and quack_mlp_available(device):
         return f"{quack_version()} gated products"
     return "cuBLAS + Triton SwiGLU forward, Triton fused backward product"
 

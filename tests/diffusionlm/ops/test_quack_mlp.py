@@ -22,7 +22,16 @@ def test_setting_is_validated_and_cpu_never_takes_the_path(monkeypatch):
         quack_mlp.quack_mlp_available(x.device)
     monkeypatch.setenv("DIFFUSIONLM_MLP", "auto")
     assert not quack_mlp.quack_mlp_enabled(x, 32)
-    assert ops.training_mlp_path(torch.device("cpu"), 16, 32, torch.bfloat16) == "pytorch"
+    assert ops.training_mlp_path(torch.device("cpu"), 4, 16, 32, torch.bfloat16) == "pytorch"
+
+
+def test_where_quack_pays():
+    rows = 64 * 1024
+    assert quack_mlp.quack_mlp_pays(rows, 768, 2048, torch.bfloat16)  # base
+    assert quack_mlp.quack_mlp_pays(rows, 512, 1408, torch.bfloat16)  # medium
+    assert not quack_mlp.quack_mlp_pays(rows, 384, 1024, torch.bfloat16)  # small: measured slower
+    assert not quack_mlp.quack_mlp_pays(rows, 768, 2048, torch.float32)
+    assert not quack_mlp.quack_mlp_pays(rows, 770, 2048, torch.bfloat16)  # rows not 16-byte multiples
 
 
 def test_cache_key_shim_keys_refused_values_by_identity():
@@ -62,6 +71,7 @@ def _run(fn, x, gate_up_w, down_w, grad):
 def test_quack_mlp_matches_the_composition(monkeypatch, compiled):
     monkeypatch.setenv("DIFFUSIONLM_MLP", "auto")
     inputs = _inputs()
+    monkeypatch.setattr(quack_mlp, "QUACK_MIN_GATE_UP", 0)  # a small shape, to compare against fp64
     assert quack_mlp.quack_mlp_enabled(inputs[0], 96)
     fn = torch.compile(ops.swiglu_mlp, fullgraph=True) if compiled else ops.swiglu_mlp
     torch._dynamo.reset()
@@ -72,4 +82,4 @@ def test_quack_mlp_matches_the_composition(monkeypatch, compiled):
         assert o.dtype == torch.bfloat16
         err, ref_err = (o.double().cpu() - e).abs().max().item(), (p.double().cpu() - e).abs().max().item()
         assert err <= 3 * ref_err + 1e-2 * e.abs().max().item()
-    assert "quack" in ops.training_mlp_path(inputs[0].device, 64, 96, torch.bfloat16)
+    assert "quack" in ops.training_mlp_path(inputs[0].device, 300, 64, 96, torch.bfloat16)
