@@ -210,6 +210,8 @@ def mlp_paths() -> None:
         if mode == "auto" and not quack_mlp.quack_mlp_enabled(x, FFN):
             print("mlp quack: not available here")
             break
+        swiglu_mlp(x, gate_up, down).backward(grad)  # compile (quack: and tune) before timing
+        torch.cuda.synchronize()
         results[mode] = (bench(lambda: swiglu_mlp(x, gate_up, down), None),
                          bench(lambda: swiglu_mlp(x, gate_up, down).backward(grad), [x, gate_up, down]))
         swiglu_mlp(x, gate_up, down).backward(grad)
