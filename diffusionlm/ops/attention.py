@@ -27,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import is_hopper, triton_enabled
+from diffusionlm.ops.dispatch import is_hopper, package_label, triton_enabled
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference, rotate_back_qk_
 
 _MODES = ("auto", "sdpa")
@@ -82,13 +82,7 @@ def training_attention_path(device: torch.device, shape: tuple[int, int, int, in
     """What a training step's unpadded attention over q of `shape` [B, T, H, D] runs, in words (for records)."""
     if not (fa4_backward_available(device) and fa4_backward_pays(shape, dtype)):
         return "sdpa"
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        fa4 = f"flash-attn-4 {version('flash-attn-4')}"
-    except PackageNotFoundError:  # importable from a source checkout, not installed as a distribution
-        fa4 = "flash-attn-4"
-    return f"cudnn forward, {fa4} backward"
+    return f"cudnn forward, {package_label('flash-attn-4')} backward"
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,

@@ -26,6 +26,17 @@ def is_hopper(device: torch.device) -> bool:
     return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
 
 
+def package_label(distribution: str) -> str:
+    """`distribution` with its installed version ("flash-attn-4 4.0.0b36"), or bare when it is importable
+    from a source checkout without being installed as a distribution (for records)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{distribution} {version(distribution)}"
+    except PackageNotFoundError:
+        return distribution
+
+
 def triton_kernels() -> ModuleType:
     from diffusionlm.ops import triton_kernels
 

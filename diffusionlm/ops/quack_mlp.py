@@ -47,8 +47,8 @@ def _accept_dsl_internals_in_cache_keys() -> None:
     and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
     plumbing (a ContextVar, IR-state tables, a logger, an itertools counter, ...), which quack 0.6.4-0.6.5
     refuse when their epilogue library is imported. Such a value gets a key by identity instead: two
-    different objects never share a key, so a cached kernel is never reused for other math (the price is a
-    recompile in each new process, about 2 s). Every value quack has a rule for keeps it."""
+    different objects never share a key, so a cached kernel is never reused for other math (at worst a
+    recompile in a new process: about 2 s at base's shape). Every value quack has a rule for keeps it."""
     try:
         from quack.gemm_runtime import identity
     except ImportError:  # a quack without this fingerprinting has nothing to accept
@@ -110,15 +110,6 @@ def quack_mlp_pays(rows: int, d_model: int, hidden: int, dtype: torch.dtype) -> 
     multiples (their TMA loads), and at least QUACK_MIN_GATE_UP elements in the gate/up product."""
     supported = dtype in (torch.bfloat16, torch.float16) and d_model % 8 == 0 and hidden % 8 == 0
     return supported and rows * 2 * hidden >= QUACK_MIN_GATE_UP
-
-
-def quack_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"quack-kernels {version('quack-kernels')}"
-    except PackageNotFoundError:
-        return "quack"
 
 
 def interleave_gate_up(weight: torch.Tensor) -> torch.Tensor:

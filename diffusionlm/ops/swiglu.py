@@ -8,12 +8,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import HAVE_TRITON, cdiv, interpreting, triton_enabled, triton_kernels
+from diffusionlm.ops.dispatch import HAVE_TRITON, cdiv, interpreting, package_label, triton_enabled, triton_kernels
 from diffusionlm.ops.quack_mlp import (
     quack_mlp_available,
     quack_mlp_enabled,
     quack_mlp_pays,
-    quack_version,
     swiglu_mlp_quack,
 )
 
@@ -107,7 +106,7 @@ def training_mlp_path(device: torch.device, rows: int, d_model: int, hidden: int
     if not (torch.cuda.get_device_capability(device)[0] >= 9):
         return "cuBLAS + Triton SwiGLU kernels"
     if quack_mlp_pays(rows, d_model, hidden, dtype) and quack_mlp_available(device):
-        return f"{quack_version()} gated products"
+        return f"{package_label('quack-kernels')} gated products"
     return "cuBLAS + Triton SwiGLU forward, Triton fused backward product"
 
 

@@ -20,3 +20,12 @@ def test_kernels_are_used_and_can_be_turned_off(monkeypatch):
     monkeypatch.setenv("DIFFUSIONLM_TRITON", "off")
     with pytest.raises(ValueError, match=r"DIFFUSIONLM_TRITON='off'.*auto, 1, 0, interpret"):
         ops.triton_enabled(t)
+
+
+def test_package_label_names_the_installed_version():
+    from importlib.metadata import version
+
+    from diffusionlm.ops.dispatch import package_label
+
+    assert package_label("torch") == f"torch {version('torch')}"
+    assert package_label("no-such-distribution-here") == "no-such-distribution-here"
