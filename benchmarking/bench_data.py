@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, "train.toml")
 
-    from diffusionlm.data import DataError, build_stream
+    from diffusionlm.data import DataError, build_stream, iter_texts
     from diffusionlm.data.make_shards import make_shards
     from diffusionlm.tokenizer import build_tokenizer, tokenizer_sha256
 
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {args.jsonl} not found, streaming the built-in corpus", file=sys.stderr)
     try:
         t0 = time.perf_counter()
-        tok = build_tokenizer(cfg)
+        tok = build_tokenizer(cfg, iter_texts(cfg, "train"))
         tokenizer_s = time.perf_counter() - t0
         results = []
         with tempfile.TemporaryDirectory() as shards_dir:

@@ -2,7 +2,7 @@
 
 One command loops over world sizes itself: for each it starts `torchrun --standalone --nproc-per-node W`
 running this module as a worker, which builds the real `Trainer` with a `DDPContext` for every model size
-and optimizer-sharding mode, times `Trainer._train_step()` (the per-GPU batch is fixed, so the global
+and optimizer-sharding mode, times `Trainer.step()` (the per-GPU batch is fixed, so the global
 batch grows with W) and reports tokens/s, per-rank peak memory and optimizer-state bytes. The parent adds
 weak-scaling efficiency  tokens/s(W) / (W * tokens/s(1))  and writes
 `benchmarking/results/bench_ddp_<device>_<date>.json` with device, git commit and config.
@@ -72,7 +72,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     import torch
     import torch.distributed as dist
 
-    from benchmarking.bench_train import MaskCounter, time_steps
+    from benchmarking.bench_train import time_steps
     from benchmarking.gpu_telemetry import GpuTelemetry, smi_id
     from config import load_config
     from ddp import DDPContext
@@ -84,16 +84,10 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     cfg.training.max_train_iteration, cfg.checkpoint.save_freq_iteration = total, 10 * total
     par = DDPContext(cfg.ddp, cfg.model.device)
     trainer = Trainer(cfg, parallel=par)
-    trainer._build()
-    loss_fn = getattr(trainer, "loss_step", None)
-    counter = MaskCounter(loss_fn if loss_fn is not None else trainer.objective)
-    if loss_fn is not None:
-        trainer.loss_step = counter
-    else:
-        trainer.objective = counter
+    trainer.build()
     try:
         with GpuTelemetry(smi_id(trainer.device)) as telemetry:  # each rank samples its own GPU
-            timed = time_steps(trainer, args.steps, args.warmup, counter, on_timed_start=telemetry.mark_start)
+            timed = time_steps(trainer, args.steps, args.warmup, on_timed_start=telemetry.mark_start)
     finally:
         trainer.close()
     opt = trainer.optimizer

@@ -77,9 +77,9 @@ def load_reference(path: str, label: str) -> list[dict[str, Any]]:
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model in eval mode on its device, model config, where it came from)."""
 
+    from diffusionlm.device import select_device
     from diffusionlm.inference import ModelLoadError, load_model
     from diffusionlm.models import DiffusionTransformer
-    from diffusionlm.training.precision import select_device
     from diffusionlm.training.rng import seed_everything
 
     device = select_device(args.device)

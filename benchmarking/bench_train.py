@@ -1,8 +1,9 @@
 """diffusionlm-bench-train: throughput of the platform's real training step.
 
 Builds a `Trainer` from the config (no logging, no validation, no samples, a temporary run directory),
-then times `Trainer._train_step()` (data fetch, forward, backward, clipping, optimizer) after a warm-up
-that absorbs compilation. Device time comes from CUDA events on a GPU, from perf_counter on a CPU.
+then times `Trainer.step()` (data fetch, forward, backward, clipping, optimizer) after a warm-up that
+absorbs compilation. `--preset NAME` starts from benchmarking/presets/NAME.toml. Device time comes from
+CUDA events on a GPU, from perf_counter on a CPU.
 Prints one JSON document: tokens/s, step time (median, p90), MFU with its formula and peak, peak memory,
 data-wait fraction. `--reference` adds the plain-PyTorch reference's figure from the same job and ratios.
 """
@@ -29,6 +30,7 @@ from benchmarking.common import (
     write_result,
 )
 from benchmarking.gpu_telemetry import GpuTelemetry, smi_id
+from benchmarking.preset import preset_path
 from config import add_config_arguments, config_from_args
 from config.schema import MODEL_SIZES
 
@@ -43,33 +45,6 @@ FLOP_FORMULA = (
 )
 
 
-class MaskCounter:
-    """Wraps the step's loss callable to add up masked positions on the device (read once, at the end)."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.total: Any = 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        loss, metrics = self.inner(*args, **kwargs)
-        self.total = self.total + metrics["num_masked"].detach()
-        return loss, metrics
-
-    def __getattr__(self, name: str) -> Any:  # real_tokens() and the rest of the objective
-        return getattr(self.inner, name)
-
-    def take(self) -> int:
-        total, self.total = self.total, 0
-        return int(total)
-
-
-def body_params(model: Any) -> int:
-    n = model.num_params(include_embeddings=False)
-    if model.head.weight is not model.embed.weight:
-        n -= model.head.weight.numel()
-    return n
-
-
 def step_flops(model_cfg: Any, n_body: int, positions: int, head_rows: int) -> float:
     d, L, T, V = model_cfg.d_model, model_cfg.n_layers, model_cfg.context_length, model_cfg.vocab_size
     return 6.0 * n_body * positions + 12.0 * L * d * T * positions + 6.0 * d * V * head_rows
@@ -82,8 +57,6 @@ def build_overrides(args: argparse.Namespace) -> list[str]:
              ("model.vocab_size", args.vocab_size), ("data.batch_size", args.batch_size),
              ("training.precision", args.precision and f'"{args.precision}"'),
              ("optimizer.optimizer_name", args.optimizer and f'"{args.optimizer}"')]
-    if args.context_length is not None:  # sampling is off here; keep the cross-check on inference length happy
-        pairs.append(("inference.total_length", args.context_length))
     if args.compile is not None:
         pairs.append(("training.compile", str(args.compile).lower()))
     if args.shards is not None:
@@ -102,65 +75,57 @@ def load_reference(path: str, label: str) -> dict[str, Any]:
 
 def run_untimed(trainer: Any, steps: int) -> None:
     """Steps after the timed ones, for the profiler's capture window (see --profile-steps)."""
-    accum = trainer.cfg.training.grad_accum_steps
     for _ in range(steps):
-        for s in range(trainer.micro_step, trainer.micro_step + accum):
-            trainer.profiler.step(s)
-        with trainer.profiler.range("train_step"):
-            trainer._train_step()
-        trainer.micro_step += accum
+        trainer.step()
     trainer.profiler.step(trainer.micro_step)  # closes a window that ends here
 
 
-def time_steps(trainer: Any, steps: int, warmup: int, counter: MaskCounter,
-               on_timed_start: Callable[[], None] | None = None) -> dict[str, Any]:
+def time_steps(trainer: Any, steps: int, warmup: int, on_timed_start: Callable[[], None] | None = None,
+               ) -> dict[str, Any]:
+    """Run `warmup` untimed and `steps` timed optimizer steps; per-step device (CUDA events) and wall times,
+    and the statistics of the timed steps (read after the loop: a deferred step's would sync inside it)."""
     import torch
 
     cuda = trainer.device.type == "cuda"
-    accum = trainer.cfg.training.grad_accum_steps
     events: list[tuple[Any, Any]] = []
     walls: list[float] = []
     read: list[Any] = []
     first_step_s = 0.0
     for i in range(warmup + steps):
         if i == warmup:
-            counter.take()
             if cuda:
                 torch.cuda.synchronize(trainer.device)
                 torch.cuda.reset_peak_memory_stats(trainer.device)
             if on_timed_start is not None:
                 on_timed_start()
-        for s in range(trainer.micro_step, trainer.micro_step + accum):
-            trainer.profiler.step(s)
         if cuda and i >= warmup:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
         t0 = time.perf_counter()
-        with trainer.profiler.range("train_step"):
-            stats = trainer._train_step()
+        stats = trainer.step()
         if cuda and i >= warmup:
             end.record()
             events.append((start, end))
         wall = time.perf_counter() - t0
-        trainer.micro_step += accum
         if i == 0:
             first_step_s = wall
         if i >= warmup:
             walls.append(wall)
-            read.append(stats)  # read after the loop: a deferred step's statistics would sync here
+            read.append(stats)
     if cuda:
         torch.cuda.synchronize(trainer.device)
         step_s = [a.elapsed_time(b) / 1e3 for a, b in events]
     else:
         step_s = walls
-    waits = [st["metrics.data_wait_s"] for st in read]
-    tokens = [st["metrics.tokens"] for st in read]
-    losses = [st["metrics.loss"] for st in read]
-    return {"step_s": step_s, "wall_s": walls, "data_wait_s": waits, "tokens": tokens, "losses": losses,
-            "first_step_s": first_step_s, "masked": counter.take()}
+    return {"step_s": step_s, "wall_s": walls, "first_step_s": first_step_s,
+            "data_wait_s": [st["metrics.data_wait_s"] for st in read],
+            "tokens": [st["metrics.tokens"] for st in read],
+            "losses": [st["metrics.loss"] for st in read],
+            "masked": sum(st["metrics.num_masked"] for st in read)}
 
 
-def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, profile_steps: int = 0) -> dict[str, Any]:
+def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, profile_steps: int = 0,
+              preset: str | None = None) -> dict[str, Any]:
     """Build the trainer for `cfg`, time it, and return the result record (without reference).
 
     profile_steps > 0 runs that many more steps after the timed ones inside the profiler's capture window
@@ -186,27 +151,23 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             window = {"start_step": (warmup + steps) * accum, "stop_step": total}
             cfg.profiling = cfg.profiling.model_copy(update=window)
         trainer = Trainer(cfg)
-        trainer._build()
-        counter = MaskCounter(trainer.loss_step if trainer.loss_step is not None else trainer.objective)
-        if trainer.loss_step is not None:
-            trainer.loss_step = counter
-        else:
-            trainer.objective = counter
+        trainer.build()
         try:
             with GcPauses() as gc_pauses, GpuTelemetry(smi_id(trainer.device)) as telemetry:
-                timed = time_steps(trainer, steps, warmup, counter, on_timed_start=telemetry.mark_start)
+                timed = time_steps(trainer, steps, warmup, on_timed_start=telemetry.mark_start)
             run_untimed(trainer, profile_steps)
         finally:
             trainer.close()
-        model, device = trainer.raw_model, trainer.device
-        n_body, n_all = body_params(model), model.num_params()
+        model, device, kernels = trainer.raw_model, trainer.device, trainer.kernels
+        n_body, n_all = model.num_params(include_embeddings=False), model.num_params()
         precision = trainer.precision.name
         trace = str(trainer.profiler.trace_path) if trainer.profiler.trace_path else None
         if trace is not None and cfg.profiling.trace_dir is None:
             trace = None  # it lived in the temporary run directory
     m, d = cfg.model, cfg.data
     positions = d.batch_size * m.context_length * accum
-    head_rows = timed["masked"] if cfg.diffusion.masked_only_logits else positions * steps
+    masked_only = getattr(cfg.objective, "masked_only_logits", False)
+    head_rows = int(timed["masked"]) if masked_only else positions * steps
     flops = step_flops(m, n_body, positions * steps, head_rows)
     total_s = sum(timed["step_s"])
     tokens = sum(timed["tokens"])
@@ -223,16 +184,18 @@ def run_bench(cfg: Any, steps: int, warmup: int, peak: float | None = None, prof
             "size": m.size, "d_model": m.d_model, "n_layers": m.n_layers, "n_heads": m.n_heads,
             "vocab_size": m.vocab_size, "context_length": m.context_length, "batch_size": d.batch_size,
             "grad_accum_steps": accum, "precision": precision, "compile": cfg.training.compile,
-            "optimizer": cfg.optimizer.optimizer_name, "data_source": d.source,
-            "masked_only_logits": cfg.diffusion.masked_only_logits, "time_conditioning": m.time_conditioning,
+            "optimizer": cfg.optimizer.optimizer_name, "data_source": d.source, "preset": preset,
+            "family": m.family, "objective": cfg.objective.name,
+            "masked_only_logits": masked_only, "time_conditioning": m.time_conditioning,
             "params": n_all, "params_body": n_body, "residual_in_fp32": m.residual_in_fp32,
             "attention": training_attention_path(
-                device, (d.batch_size, m.context_length, m.n_heads, m.d_model // m.n_heads),
+                kernels, (d.batch_size, m.context_length, m.n_heads, m.d_model // m.n_heads),
                 trainer.precision.dtype or torch.float32),
-            "mlp": training_mlp_path(device, d.batch_size * m.context_length, m.d_model,
+            "mlp": training_mlp_path(kernels, device, d.batch_size * m.context_length, m.d_model,
                                      m.ffn_hidden or default_ffn_hidden(m.d_model),
                                      trainer.precision.dtype or torch.float32),
         },
+        "kernels": kernels.record(),
         "steps": steps,
         "warmup": warmup,
         "tokens_per_s": tokens / total_s,
@@ -270,6 +233,8 @@ def add_reference(record: dict[str, Any], ref: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusionlm-bench-train", description=__doc__)
     add_config_arguments(parser, "train.toml")
+    parser.add_argument("--preset", help="start from benchmarking/presets/PRESET.toml (small, medium, base); "
+                        "the flags below and --set apply on top")
     parser.add_argument("--size", choices=list(MODEL_SIZES))
     parser.add_argument("--context-length", type=int)
     parser.add_argument("--batch-size", type=int, help="sequences per micro-step (data.batch_size)")
@@ -288,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="after timing, N more steps inside the profiling capture window "
                         "(sets profiling.start_step/stop_step unless given)")
     parser.add_argument("--peak-flops", type=float, help="peak FLOP/s for MFU (default: known GPUs' bf16 peak)")
-    parser.add_argument("--label", help="name of this configuration in results (and in --reference)")
+    parser.add_argument("--label", help="name of this configuration in results and in --reference "
+                        "(default: the preset's name)")
     parser.add_argument("--reference", metavar="FILE",
                         help="JSON lines of ../shared/bench/ref_train.py from the same job; adds ratios for --label")
     parser.add_argument("--output", metavar="PATH", help="append the record to this results JSON document")
@@ -297,9 +263,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.steps < 1 or args.warmup < 0 or args.profile_steps < 0:
         parser.error("--steps must be >= 1, --warmup and --profile-steps >= 0")
+    args.label = args.label or args.preset
     if args.reference and not args.label:
-        parser.error("--reference needs --label (the reference's config name, e.g. small)")
+        parser.error("--reference needs --label or --preset (the reference's config name, e.g. small)")
     args.overrides = build_overrides(args)
+    if args.preset is not None:
+        if args.config is not None:
+            parser.error("give --preset or --config, not both")
+        try:
+            args.config = str(preset_path(args.preset))
+        except ValueError as e:
+            parser.error(str(e))
     cfg = config_from_args(args, "train.toml")
     ref = load_reference(args.reference, args.label) if args.reference else None
     if args.coordinate_descent_tuning:
@@ -310,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     from diffusionlm.training.trainer import TrainingError
 
     try:
-        record = run_bench(cfg, args.steps, args.warmup, args.peak_flops, args.profile_steps)
+        record = run_bench(cfg, args.steps, args.warmup, args.peak_flops, args.profile_steps, args.preset)
     except (TrainingError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -23,9 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args, "infer.toml")
     import torch
 
+    from diffusionlm.device import select_device
     from diffusionlm.inference import ModelLoadError, generate, inference_dtype, load_model
+    from diffusionlm.ops import resolve_kernels
     from diffusionlm.tokenizer import load_tokenizer
-    from diffusionlm.training.precision import select_device
     from profiling import Profiler
 
     inf = cfg.inference
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         device = select_device(inf.device)
-        model, run_cfg, tok_path = load_model(checkpoint, device)
+        model, run_cfg, tok_path = load_model(checkpoint, device, resolve_kernels(cfg.kernels, device))
         model.to(inference_dtype(inf.precision, device))
     except (ModelLoadError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     prompt = torch.tensor([prompt_ids] * inf.num_samples, dtype=torch.long, device=device).view(inf.num_samples, -1)
     gen = torch.Generator(device=device).manual_seed(inf.seed)
-    profiler = Profiler(cfg.profiling, Path(checkpoint), device)  # NVTX ranges when DIFFUSIONLM_NVTX=1
+    profiler = Profiler(cfg.profiling, Path(checkpoint), device)  # NVTX ranges with profiling.nvtx
     with profiler.range("generate"):
         ids = generate(model, prompt, inf.total_length, run_cfg.model.mask_token_id, steps=inf.steps,
                        strategy=inf.strategy, temperature=inf.temperature, generator=gen,

@@ -23,14 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, "train.toml")
 
-    from diffusionlm.data import DataError
+    from diffusionlm.data import DataError, iter_texts
     from diffusionlm.data.make_shards import make_shards
     from diffusionlm.tokenizer import TokenizerError, build_tokenizer
 
     show = not args.no_progress and sys.stderr.isatty()
     t0 = time.perf_counter()
     try:
-        tok = build_tokenizer(cfg, show_progress=show)
+        tok = build_tokenizer(cfg, iter_texts(cfg, "train"), show_progress=show)
         meta = make_shards(cfg, tok, args.output, args.shard_tokens, show_progress=show)
     except (DataError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,13 +21,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args, "train.toml")
 
-    from diffusionlm.data import DataError
+    from diffusionlm.data import DataError, iter_texts
     from diffusionlm.tokenizer import TokenizerError, build_tokenizer, save_tokenizer, tokenizer_sha256
 
     cfg.tokenizer.path = None  # this command always trains
     t0 = time.perf_counter()
     try:
-        tok = build_tokenizer(cfg, show_progress=not args.no_progress and sys.stderr.isatty())
+        tok = build_tokenizer(cfg, iter_texts(cfg, "train"), show_progress=not args.no_progress and sys.stderr.isatty())
     except (DataError, TokenizerError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

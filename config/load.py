@@ -1,8 +1,13 @@
-"""Load a TOML config, apply `--set section.key=value` overrides, validate once, report errors well."""
+"""Load a TOML config, apply `--set section.key=value` overrides, validate once, report errors well.
+
+Precedence, the same for every setting and entry point: `--set` > environment > config file > defaults.
+The environment counts only through the few debugging variables of `ENV_OVERRIDES`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tomllib
 import types
@@ -19,6 +24,33 @@ from config.schema import Config
 
 class ConfigError(Exception):
     """A config that cannot be used; the message is meant for the user, one screen at most."""
+
+
+# Debugging overrides: environment variable -> (setting, accepted values -> the setting's value).
+_ON_OFF = {**dict.fromkeys(("1", "true", "yes", "on"), True), **dict.fromkeys(("0", "false", "no", "off"), False)}
+ENV_OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
+    "DIFFUSIONLM_TRITON": ("kernels.triton", {"auto": "auto", "1": "auto", "on": "on", "0": "off", "off": "off",
+                                              "interpret": "interpret"}),
+    "DIFFUSIONLM_ATTENTION": ("kernels.attention", {v: v for v in ("auto", "sdpa", "fa4")}),
+    "DIFFUSIONLM_MLP": ("kernels.mlp", {v: v for v in ("auto", "triton", "quack", "pytorch")}),
+    "DIFFUSIONLM_NVTX": ("profiling.nvtx", _ON_OFF),
+    "DIFFUSIONLM_NVTX_LEVEL": ("profiling.nvtx_level", {v: v for v in ("coarse", "fine", "verbose")}),
+}
+
+
+def apply_environment(data: dict[str, Any], environ: dict[str, str] | os._Environ[str]) -> None:
+    """Apply the set, non-empty variables of ENV_OVERRIDES to nested dicts in place."""
+    for name, (key, values) in ENV_OVERRIDES.items():
+        raw = environ.get(name, "").strip()
+        if not raw:
+            continue
+        if raw.lower() not in values:
+            raise ConfigError(f"{name}={raw!r} (overrides {key}): expected one of {', '.join(values)}")
+        section, field = key.split(".")
+        node = data.setdefault(section, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{name}: {section!r} is a value, not a section")
+        node[field] = values[raw.lower()]
 
 
 def resource_path(name: str) -> Path:
@@ -80,8 +112,10 @@ def format_validation_error(err: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Read TOML (or start from defaults when `path` is None), apply overrides, validate."""
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                environ: dict[str, str] | os._Environ[str] | None = None) -> Config:
+    """Read TOML (or start from defaults when `path` is None), apply the environment's debugging overrides
+    (`environ`, default os.environ; pass {} for none) and then `overrides`, validate."""
     data: dict[str, Any] = {}
     if path is not None:
         p = Path(path)
@@ -93,6 +127,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"cannot parse {p} as TOML: {e}") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"cannot read {p}: not UTF-8 text ({e})") from None
+    apply_environment(data, os.environ if environ is None else environ)
     for assignment in overrides:
         apply_override(data, assignment)
     try:

@@ -1,83 +1,25 @@
 """Typed configuration for every diffusionlm entry point.
 
-Each TOML section maps to one pydantic model below; unknown keys are rejected everywhere
-(`extra="forbid"`) so a typo fails loudly instead of silently training with a default.
+Each TOML section maps to one pydantic model; unknown keys are rejected everywhere (`extra="forbid"`)
+so a typo fails loudly instead of silently training with a default. `[model]` and `[objective]` are
+chosen by their `family` / `name` key from the plug-in registry (config/registry.py); `[kernels]` is
+in config/kernels.py. Every training counter (`*_iteration`, profiling steps) counts micro-steps.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
-# Named model sizes: (d_model, n_layers, n_heads). The one table that the model, the benchmarks and
-# the docs share.
-MODEL_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (256, 4, 4),
-    "small": (384, 6, 6),
-    "medium": (512, 8, 8),
-    "large": (640, 10, 10),
-    "xlarge": (768, 12, 12),
-    "xxlarge": (1024, 16, 16),
-}
+from config import registry
+from config.kernels import KernelsConfig
+from config.model import MODEL_SIZES, ModelConfig, TransformerConfig
+from config.objective import MDLMConfig, ObjectiveConfig
+from config.section import Section
 
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(Section):
-    size: Literal["tiny", "small", "medium", "large", "xlarge", "xxlarge"] | None = "tiny"
-    d_model: int | None = Field(None, gt=0, description="explicit width; overrides `size`")
-    n_layers: int | None = Field(None, gt=0)
-    n_heads: int | None = Field(None, gt=0)
-    ffn_hidden: int | None = Field(None, gt=0, description="SwiGLU hidden width; default ~8/3 d, rounded to 64")
-    vocab_size: int = Field(8192, gt=5)
-    context_length: int = Field(256, gt=0)
-    pad_token_id: int = 0
-    bos_token_id: int = 1
-    eos_token_id: int = 2
-    mask_token_id: int = 3
-    unk_token_id: int = 4
-    rope_theta: float = Field(10000.0, gt=0)
-    norm_eps: float = Field(1e-6, gt=0)
-    tie_embeddings: bool = True
-    time_conditioning: Literal["none", "adaln"] = "none"
-    causal: bool = False
-    init_std: float = Field(0.02, gt=0)
-    residual_in_fp32: bool = Field(
-        True, description="under bf16/fp16 autocast, keep the residual stream in fp32; false carries it in the "
-        "autocast dtype (half the memory traffic of the norm/add kernels, as Megatron does by default)")
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N | mps")
-
-    @model_validator(mode="after")
-    def _resolve_size(self) -> ModelConfig:
-        if self.size is not None:
-            d, n_l, n_h = MODEL_SIZES[self.size]
-            # Explicit fields win over the named size so `--set model.n_layers=2` works on top of it.
-            for name, value in (("d_model", d), ("n_layers", n_l), ("n_heads", n_h)):
-                if getattr(self, name) is None:
-                    object.__setattr__(self, name, value)
-        missing = [n for n in ("d_model", "n_layers", "n_heads") if getattr(self, n) is None]
-        if missing:
-            raise ValueError(f"set `size` or all of d_model, n_layers, n_heads (missing: {', '.join(missing)})")
-        if self.d_model % self.n_heads != 0:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if (self.d_model // self.n_heads) % 2 != 0:
-            raise ValueError("head dimension d_model // n_heads must be even for RoPE")
-        specials = [self.pad_token_id, self.bos_token_id, self.eos_token_id, self.mask_token_id, self.unk_token_id]
-        if len(set(specials)) != len(specials):
-            raise ValueError("special token ids (pad, bos, eos, mask, unk) must be distinct")
-        if max(specials) >= self.vocab_size or min(specials) < 0:
-            raise ValueError("special token ids must lie in [0, vocab_size)")
-        return self
-
-
-class DiffusionConfig(Section):
-    schedule: Literal["loglinear", "linear", "cosine"] = "loglinear"
-    eps: float = Field(1e-3, gt=0, lt=1, description="smallest diffusion time sampled")
-    antithetic: bool = True
-    masked_only_logits: bool = Field(True, description="compute the head only at masked positions")
+__all__ = ["MODEL_SIZES", "Config", "KernelsConfig", "MDLMConfig", "ModelConfig", "ObjectiveConfig", "Section",
+           "TransformerConfig"]
 
 
 class DataConfig(Section):
@@ -159,7 +101,7 @@ class OptimizerConfig(Section):
     eps: float = Field(1e-8, gt=0)
     fused: Literal["auto", "on", "off"] = "auto"
     grad_clip: float = Field(1.0, ge=0, description="max global grad L2 norm; 0 disables clipping")
-    warmup_iteration: int = Field(100, ge=0, description="optimizer steps of linear warmup")
+    warmup_iteration: int = Field(100, ge=0, description="micro-steps of linear warmup")
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
     muon: MuonConfig = MuonConfig()
@@ -271,8 +213,9 @@ class InferenceConfig(Section):
 
 
 class Config(Section):
-    model: ModelConfig = ModelConfig()
-    diffusion: DiffusionConfig = DiffusionConfig()
+    model: SerializeAsAny[ModelConfig] = Field(default_factory=TransformerConfig)
+    objective: SerializeAsAny[ObjectiveConfig] = Field(default_factory=MDLMConfig)
+    kernels: KernelsConfig = KernelsConfig()
     data: DataConfig = DataConfig()
     tokenizer: TokenizerConfig = TokenizerConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
@@ -284,13 +227,39 @@ class Config(Section):
     profiling: ProfilingConfig = ProfilingConfig()
     inference: InferenceConfig = InferenceConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_diffusion_section(cls, data: Any) -> Any:
+        # Runs written before `[objective]` existed kept MDLM's settings in `[diffusion]`.
+        if isinstance(data, dict) and "diffusion" in data:
+            data = dict(data)
+            if "objective" in data:
+                raise ValueError("give either [objective] or the older [diffusion] section, not both")
+            data["objective"] = {"name": "mdlm", **data.pop("diffusion")}
+        return data
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _family_section(cls, value: Any) -> Any:
+        if isinstance(value, ModelConfig):
+            return value
+        data = dict(value or {})
+        return registry.family(data.get("family", "transformer")).config.model_validate(data)
+
+    @field_validator("objective", mode="before")
+    @classmethod
+    def _objective_section(cls, value: Any) -> Any:
+        if isinstance(value, ObjectiveConfig):
+            return value
+        data = dict(value or {})
+        return registry.objective(data.get("name", "mdlm")).config.model_validate(data)
+
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:
-        if self.inference.total_length > self.model.context_length:
-            raise ValueError(
-                f"inference.total_length ({self.inference.total_length}) must not exceed "
-                f"model.context_length ({self.model.context_length})"
-            )
+        trains = registry.objective(self.objective.name).families
+        if self.model.family not in trains:
+            raise ValueError(f"objective {self.objective.name!r} cannot train model family {self.model.family!r} "
+                             f"(it trains: {', '.join(trains)})")
         # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
         trains_one = self.tokenizer.path is None and self.data.source != "shards"
         if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:

@@ -8,7 +8,6 @@ from logger.console import ConsoleLogger, NoopLogger
 from logger.factory import METRICS_FILE, build_logger
 from logger.jsonl import JsonlFileLogger
 from logger.progress import make_progress
-from logger.rank_zero import RankZeroLogger
 from logger.redact import redact, redact_text
 from logger.wandb_logger import WandbLogger
 
@@ -18,7 +17,6 @@ __all__ = [
     "JsonlFileLogger",
     "Logger",
     "NoopLogger",
-    "RankZeroLogger",
     "WandbLogger",
     "build_logger",
     "make_progress",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from config.schema import ProfilingConfig
 from profiling import memory
-from profiling.ranges import DOMAIN, LEVEL_RANK, NULL_RANGE, OFF, NvtxRange, resolve_nvtx
+from profiling.ranges import DOMAIN, LEVEL_RANK, NULL_RANGE, OFF, NvtxRange
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,7 @@ class Profiler:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.device = torch.device(device)
-        self.nvtx_enabled, self.level = resolve_nvtx(cfg.nvtx, cfg.nvtx_level)
+        self.nvtx_enabled, self.level = cfg.nvtx, cfg.nvtx_level
         self._nvtx_rank = LEVEL_RANK[self.level] if self.nvtx_enabled else OFF
         # The rank range() compares against; raised while a torch trace records so ranges label it.
         self._active_rank = self._nvtx_rank

@@ -1,12 +1,8 @@
-"""NVTX levels, the range names the trainer and sampler use, and the range objects themselves.
-
-Keeping the names here lets the README's nsys commands and `nsys stats` filters refer to stable strings.
-"""
+"""NVTX levels and the range objects themselves."""
 
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Any
 
 DOMAIN = "diffusionlm"
@@ -15,44 +11,8 @@ LEVEL_RANK = {name: rank for rank, name in enumerate(LEVELS)}
 # Rank that no level reaches: every range() call is then a null context.
 OFF = -1
 
-ENV_ENABLE = "DIFFUSIONLM_NVTX"
-ENV_LEVEL = "DIFFUSIONLM_NVTX_LEVEL"
-
-# coarse
-TRAIN_STEP = "train_step"
-DATA_WAIT = "data_wait"
-FORWARD = "forward"
-BACKWARD = "backward"
-OPTIMIZER_STEP = "optimizer_step"
-CHECKPOINT = "checkpoint"
-EVAL = "eval"
-GENERATE = "generate"
-# fine
-LOSS = "loss"
-GRAD_CLIP = "grad_clip"
-ALL_REDUCE = "all_reduce"
-SAMPLING_STEP = "sampling_step"
-
 # One shared object for every disabled range: returning it allocates nothing and formats nothing.
 NULL_RANGE = contextlib.nullcontext()
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
-
-
-def resolve_nvtx(cfg_enabled: bool, cfg_level: str) -> tuple[bool, str]:
-    """(enabled, level) from the environment, falling back to the config: the env wins."""
-    enabled = cfg_enabled
-    raw = os.environ.get(ENV_ENABLE)
-    if raw is not None:
-        value = raw.strip().lower()
-        if value not in _TRUE | _FALSE:
-            raise ValueError(f"{ENV_ENABLE}={raw!r}: expected 1/0, true/false, yes/no or on/off")
-        enabled = value in _TRUE
-    level = os.environ.get(ENV_LEVEL, "").strip().lower() or cfg_level
-    if level not in LEVEL_RANK:
-        raise ValueError(f"NVTX level {level!r} (from {ENV_LEVEL} or profiling.nvtx_level): expected one of {LEVELS}")
-    return enabled, level
 
 
 class NvtxRange:

@@ -3,36 +3,30 @@
 The loss of a batch is  sum_{masked i} w(t_b) * CE_i / normalizer, where the normalizer is the number of
 real (non-pad) tokens. The trainer passes the normalizer computed over all micro-batches and ranks of an
 optimizer step, so gradient accumulation and DDP need no rescaling; left unset it is the batch's own count.
+
+Two paths compute this loss from the same draws: `__call__` (the reference: boolean-mask selection and
+F.cross_entropy; validation and CPUs) and `CompiledMaskedLoss` (masked_loss.py: one compiled graph with
+static shapes; CUDA). `training_loss` picks one from `[objective] loss_path`.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config.schema import DiffusionConfig
+from config.model import ModelConfig
+from config.objective import MDLMConfig
+from diffusionlm.diffusion.masked_loss import CompiledMaskedLoss
+from diffusionlm.diffusion.noise import forward_mask, sample_times
 from diffusionlm.diffusion.schedules import NoiseSchedule, get_schedule
+from diffusionlm.ops import PYTORCH, KernelPolicy
 
-
-def sample_times(batch_size: int, eps: float, antithetic: bool, generator: torch.Generator | None,
-                 device: torch.device) -> torch.Tensor:
-    """t in [eps, 1]. Antithetic: one uniform offset, evenly spaced strata, lower variance than iid."""
-    if antithetic:
-        u = torch.rand(1, generator=generator, device=device)
-        u = (u + torch.arange(batch_size, device=device) / batch_size) % 1.0
-    else:
-        u = torch.rand(batch_size, generator=generator, device=device)
-    return eps + (1.0 - eps) * u
-
-
-def forward_mask(input_ids: torch.Tensor, mask_prob: torch.Tensor, real: torch.Tensor,
-                 generator: torch.Generator | None) -> torch.Tensor:
-    """Bool [B, T]: which tokens the forward process masks. Padding is never masked."""
-    draws = torch.rand(input_ids.shape, generator=generator, device=input_ids.device)
-    return (draws < mask_prob[:, None]) & real
+LossFn = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
 @dataclass
@@ -43,11 +37,26 @@ class MDLMObjective:
     eps: float = 1e-3
     antithetic: bool = True
     masked_only_logits: bool = True
+    loss_path: str = "auto"
 
     @classmethod
-    def from_config(cls, cfg: DiffusionConfig, mask_token_id: int, pad_token_id: int) -> MDLMObjective:
-        return cls(get_schedule(cfg.schedule), mask_token_id, pad_token_id, cfg.eps, cfg.antithetic,
-                   cfg.masked_only_logits)
+    def from_config(cls, cfg: MDLMConfig, model_cfg: ModelConfig) -> MDLMObjective:
+        return cls(get_schedule(cfg.schedule), model_cfg.mask_token_id, model_cfg.pad_token_id, cfg.eps,
+                   cfg.antithetic, cfg.masked_only_logits, cfg.loss_path)
+
+    def uses_masked_rows(self, device: torch.device) -> bool:
+        """Whether training takes the compiled masked-rows path (`loss_path`, resolved for `device`)."""
+        if self.loss_path == "auto":
+            return device.type == "cuda" and self.masked_only_logits
+        return self.loss_path == "masked_rows"
+
+    def training_loss(self, model: nn.Module, device: torch.device, compile: bool = False,
+                      kernels: KernelPolicy = PYTORCH) -> LossFn:
+        """The loss a training step calls as `loss(batch, generator, normalizer) -> (loss, metrics)`, for `model`
+        (already wrapped for data parallelism where there is any): the masked-rows path or the reference."""
+        if self.uses_masked_rows(device):
+            return CompiledMaskedLoss(self, model, compile, kernels)
+        return functools.partial(self, torch.compile(model) if compile else model)
 
     def real_tokens(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         mask = batch.get("attention_mask")
@@ -64,7 +73,7 @@ class MDLMObjective:
     def loss_at(self, model: nn.Module, x0: torch.Tensor, attention_mask: torch.Tensor | None, t: torch.Tensor,
                 masked: torch.Tensor, normalizer: torch.Tensor | float | None = None,
                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The loss for given times and masks: the deterministic part, exposed for tests and evaluation."""
+        """The loss for given times and masks: the deterministic part of `__call__`."""
         xt = torch.where(masked, self.mask_token_id, x0)
         if self.masked_only_logits:
             logits = model(xt, attention_mask=attention_mask, t=t, output_mask=masked)  # [N, V]
@@ -92,3 +101,10 @@ class MDLMObjective:
                 "num_masked": n_masked,
             }
         return loss, metrics
+
+
+def build_mdlm(cfg: MDLMConfig, model_cfg: ModelConfig) -> MDLMObjective:
+    """The registry's builder for the objective "mdlm"."""
+    if cfg.loss_path == "masked_rows" and not cfg.masked_only_logits:
+        raise ValueError("objective.loss_path = 'masked_rows' needs objective.masked_only_logits = true")
+    return MDLMObjective.from_config(cfg, model_cfg)

@@ -6,10 +6,13 @@ import json
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
 from config import load_config
 from config.schema import Config
-from diffusionlm.models import DiffusionTransformer
+from diffusionlm.device import resolve_precision
+from diffusionlm.models import build_model
+from diffusionlm.ops import PYTORCH, KernelPolicy
 
 
 class ModelLoadError(ValueError):
@@ -38,8 +41,9 @@ def _find_upwards(start: Path, name: str, levels: int = 3) -> Path | None:
     return None
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[DiffusionTransformer, Config, Path]:
-    """Returns (model in eval mode, the run's config, path of its tokenizer.json)."""
+def load_model(path: str | Path, device: torch.device | str = "cpu", kernels: KernelPolicy = PYTORCH,
+               ) -> tuple[nn.Module, Config, Path]:
+    """Returns (model in eval mode, built with `kernels`, the run's config, path of its tokenizer.json)."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"checkpoint path does not exist: {path}")
@@ -51,7 +55,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Di
         if cfg_path is None:
             raise ModelLoadError(f"no config.toml or config.json next to {where}")
         cfg = load_config(cfg_path)
-    model = DiffusionTransformer(cfg.model)
+    model = build_model(cfg.model, kernels)
     if (where / "model.safetensors").is_file():
         from safetensors.torch import load_model as load_safetensors
 
@@ -67,6 +71,4 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[Di
 def inference_dtype(precision: str, device: torch.device) -> torch.dtype:
     """The dtype sampling runs in: training's precision policy ("auto": bf16 on CUDA, fp32 on a CPU), applied
     to the weights themselves since nothing needs fp32 master copies when sampling."""
-    from diffusionlm.training.precision import resolve_precision  # here: training imports this package
-
     return resolve_precision(precision, device).dtype or torch.float32

@@ -1,8 +1,9 @@
-"""The bidirectional transformer that denoises masked tokens.
+"""The transformer family: a bidirectional (or, with `causal`, autoregressive) transformer over token ids.
 
 Read top to bottom: rotary embeddings, attention, SwiGLU MLP, optional adaLN timestep conditioning, the
-block, then the model. It knows nothing of diffusion schedules, data or distributed training: it maps
-token ids (some of them `<mask>`) to logits over the vocabulary.
+block, then the model. It knows nothing of objectives, data or distributed training: it maps token ids
+(some of them `<mask>`) to logits over the vocabulary. Which kernels its ops run is the `KernelPolicy`
+it is built with (the PyTorch paths by default).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from config.schema import ModelConfig
-from diffusionlm.ops import rotary_attention, swiglu_mlp
+from config.model import TransformerConfig
+from diffusionlm.ops import PYTORCH, KernelPolicy, rotary_attention, swiglu_mlp
 
 
 def default_ffn_hidden(d_model: int) -> int:
@@ -48,8 +49,9 @@ class Rotary(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformerConfig, kernels: KernelPolicy):
         super().__init__()
+        self.kernels = kernels
         self.n_heads = cfg.n_heads
         self.causal = cfg.causal
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
@@ -60,19 +62,21 @@ class Attention(nn.Module):
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)
         # key_mask [B, 1, 1, T]: queries may not attend to padding keys. None when packing.
-        y = rotary_attention(qkv, *self.rotary.angles(T, qkv.dtype), causal=self.causal, key_mask=key_mask)
+        y = rotary_attention(qkv, *self.rotary.angles(T, qkv.dtype), causal=self.causal, key_mask=key_mask,
+                             kernels=self.kernels)
         return self.proj(y.reshape(B, T, D))  # y: [B, T, H, D], no layout copies on the way
 
 
 class SwiGLU(nn.Module):
-    def __init__(self, d_model: int, hidden: int):
+    def __init__(self, d_model: int, hidden: int, kernels: KernelPolicy):
         super().__init__()
+        self.kernels = kernels
         self.gate_up = nn.Linear(d_model, 2 * hidden, bias=False)
         self.down = nn.Linear(hidden, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # down(silu(gate) * up); on GPUs the element-wise work is a kernel each way, fused into a product
-        return swiglu_mlp(x, self.gate_up.weight, self.down.weight)
+        return swiglu_mlp(x, self.gate_up.weight, self.down.weight, self.kernels)
 
 
 class TimestepEmbedding(nn.Module):
@@ -91,13 +95,13 @@ class TimestepEmbedding(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformerConfig, kernels: KernelPolicy):
         super().__init__()
         d = cfg.d_model
         self.attn_norm = RMSNorm(d, eps=cfg.norm_eps)
-        self.attn = Attention(cfg)
+        self.attn = Attention(cfg, kernels)
         self.mlp_norm = RMSNorm(d, eps=cfg.norm_eps)
-        self.mlp = SwiGLU(d, cfg.ffn_hidden or default_ffn_hidden(d))
+        self.mlp = SwiGLU(d, cfg.ffn_hidden or default_ffn_hidden(d), kernels)
         # adaLN: the timestep embedding shifts/scales both norms and gates both residual branches.
         self.adaln = nn.Linear(d, 6 * d) if cfg.time_conditioning == "adaln" else None
 
@@ -111,12 +115,12 @@ class Block(nn.Module):
 
 
 class DiffusionTransformer(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: TransformerConfig, kernels: KernelPolicy = PYTORCH):
         super().__init__()
-        self.cfg = cfg
+        self.cfg, self.kernels = cfg, kernels
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.time_embed = TimestepEmbedding(cfg.d_model) if cfg.time_conditioning == "adaln" else None
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.blocks = nn.ModuleList(Block(cfg, kernels) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, eps=cfg.norm_eps)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
@@ -142,9 +146,12 @@ class DiffusionTransformer(nn.Module):
                 nn.init.zeros_(block.adaln.bias)
 
     def num_params(self, include_embeddings: bool = True) -> int:
+        """Parameters; without embeddings, less the token embedding and an untied output head."""
         n = sum(p.numel() for p in self.parameters())  # parameters() yields a tied weight once
         if not include_embeddings:
             n -= self.embed.weight.numel()
+            if self.head.weight is not self.embed.weight:
+                n -= self.head.weight.numel()
         return n
 
     def forward(

@@ -11,34 +11,23 @@ first use), a training step takes cuDNN's forward and FlashAttention-4's backwar
 microbench_kernels_h100_2026-11-22.json, call U). The two compute the same function and share what the
 backward needs: the output and the per-row natural-log logsumexp of the scaled scores.
 
-DIFFUSIONLM_ATTENTION: "auto" (default) takes that path where it can run; "sdpa" never does. Like
-DIFFUSIONLM_TRITON, it is read when torch.compile traces (set it before the first step).
-The path runs only where it is exact and pays: grads wanted, no padding mask (packed batches have none), bf16
-or fp16, head size a multiple of 8 up to 256, compute capability 9.x, at least FA4_MIN_SCORES scores per call.
+Taken where `[kernels] attention` resolves to "fa4" (ops/policy.py), and per call only where it is exact and
+pays: grads wanted, no padding mask (packed batches have none), bf16 or fp16, head size a multiple of 8 up to
+256, at least the policy's `fa4_min_scores` scores per call.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import is_hopper, package_label, triton_enabled
+from diffusionlm.ops.dispatch import package_label
+from diffusionlm.ops.policy import PYTORCH, KernelPolicy
 from diffusionlm.ops.rotary import rotary_qkv, rotary_qkv_reference, rotate_back_qk_
-
-_MODES = ("auto", "sdpa")
-
-# FlashAttention-4's backward is prepared and launched from Python on every call (checks, a compile-cache lookup,
-# its own pre- and post-processing kernels), which costs host time; it pays only where each call holds enough GPU
-# work to hide that, counted as B * H * T * T attention scores.
-# Measured on H100s against cuDNN both ways (benchmarking/results/bench_train_h100_2026-11-22h.json): base
-# (64 x 12 x 1024^2, 805M) +2.4% (call Y), medium (256 x 8 x 256^2, 134M) +1.6%, small (256 x 6 x 256^2, 101M)
-# -7% (call X).
-FA4_MIN_SCORES = 1 << 27
 
 
 def fa4_installed() -> bool:
@@ -53,53 +42,45 @@ def fa4_installed() -> bool:
 FA4_INSTALLED = fa4_installed()
 
 
-def fa4_backward_available(device: torch.device) -> bool:
-    """Whether training attention on `device` can take FlashAttention-4's backward: the setting, the GPU
-    (compute capability 9.x) and the package."""
-    mode = os.environ.get("DIFFUSIONLM_ATTENTION", "auto")
-    if mode not in _MODES:
-        raise ValueError(f"DIFFUSIONLM_ATTENTION={mode!r}: expected one of {', '.join(_MODES)}")
-    return mode != "sdpa" and FA4_INSTALLED and is_hopper(device)
-
-
-def fa4_backward_pays(shape: tuple[int, int, int, int], dtype: torch.dtype) -> bool:
-    """Whether FlashAttention-4's backward runs, and pays, for q of `shape` [B, T, H, D] and `dtype`."""
+def fa4_backward_pays(shape: tuple[int, int, int, int], dtype: torch.dtype, min_scores: int) -> bool:
+    """Whether FlashAttention-4's backward runs, and pays, for q of `shape` [B, T, H, D] and `dtype`: it is
+    prepared and launched from Python on every call, which only calls of at least `min_scores` scores hide."""
     B, T, H, D = shape
     supported = dtype in (torch.bfloat16, torch.float16) and D % 8 == 0 and D <= 256
-    return supported and B * H * T * T >= FA4_MIN_SCORES
+    return supported and min_scores <= B * H * T * T
 
 
-def fa4_backward_enabled(q: torch.Tensor, key_mask: torch.Tensor | None) -> bool:
+def fa4_backward_enabled(q: torch.Tensor, key_mask: torch.Tensor | None, kernels: KernelPolicy) -> bool:
     """Whether attention over `q` [B, T, H, D] takes cuDNN's forward and FlashAttention-4's backward."""
-    if not fa4_backward_available(q.device) or key_mask is not None:
+    if kernels.attention != "fa4" or key_mask is not None:
         return False
     if not (torch.is_grad_enabled() and q.requires_grad):
         return False
-    return fa4_backward_pays(tuple(q.shape), q.dtype)
+    return fa4_backward_pays(tuple(q.shape), q.dtype, kernels.fa4_min_scores)
 
 
-def training_attention_path(device: torch.device, shape: tuple[int, int, int, int], dtype: torch.dtype) -> str:
+def training_attention_path(kernels: KernelPolicy, shape: tuple[int, int, int, int], dtype: torch.dtype) -> str:
     """What a training step's unpadded attention over q of `shape` [B, T, H, D] runs, in words (for records)."""
-    if not (fa4_backward_available(device) and fa4_backward_pays(shape, dtype)):
+    if not (kernels.attention == "fa4" and fa4_backward_pays(shape, dtype, kernels.fa4_min_scores)):
         return "sdpa"
     return f"cudnn forward, {package_label('flash-attn-4')} backward"
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-              key_mask: torch.Tensor | None = None) -> torch.Tensor:
+              key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v per head, for q, k, v [B, T, H, D] (strided views welcome).
 
     key_mask: bool, broadcastable to [B, H, T, T] (in practice [B, 1, 1, T]), False where a key is padding.
     causal: queries attend to keys at or before their position (combined with key_mask when both are given).
     Returns [B, T, H, D].
     """
-    if fa4_backward_enabled(q, key_mask):
+    if fa4_backward_enabled(q, key_mask, kernels):
         return torch.ops.diffusionlm.attention_cudnn_fa4(q, k, v, causal)[0]
     return attention_reference(q, k, v, causal, key_mask)
 
 
 def rotary_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool = False,
-                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
+                     key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
     """Rotary embedding of q and k (`ops.rotary_qkv`), then `attention`, for a projection viewed as
     [B, T, 3, H, D]; returns [B, T, H, D].
 
@@ -108,10 +89,10 @@ def rotary_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, ca
     that gradient than rotating separate gradients into it.
     """
     q_view = qkv.select(2, 0)
-    if fa4_backward_enabled(q_view, key_mask) and triton_enabled(qkv):
+    if fa4_backward_enabled(q_view, key_mask, kernels) and kernels.uses_triton(qkv):
         return _RotaryAttention.apply(qkv, cos, sin, causal)
-    q, k, v = rotary_qkv(qkv, cos, sin)
-    return attention(q, k, v, causal=causal, key_mask=key_mask)
+    q, k, v = rotary_qkv(qkv, cos, sin, kernels)
+    return attention(q, k, v, causal=causal, key_mask=key_mask, kernels=kernels)
 
 
 class _RotaryAttention(torch.autograd.Function):

@@ -1,17 +1,14 @@
-"""Which path a tensor takes through `diffusionlm.ops`: a Triton kernel or the PyTorch fallback."""
+"""What every kernel module shares: whether Triton is installed, the GPU generation, package labels."""
 
 from __future__ import annotations
 
 import importlib.util
-import os
 from types import ModuleType
 
 import torch
 
 # Whether Triton is installed, without importing it (a heavy import, done on a kernel's first launch).
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
-
-_TRITON_MODES = ("auto", "1", "0", "interpret")
 
 
 @torch.compiler.assume_constant_result
@@ -45,22 +42,3 @@ def triton_kernels() -> ModuleType:
 
 def cdiv(a: int, b: int) -> int:
     return -(-a // b)
-
-
-def interpreting() -> bool:
-    return os.environ.get("DIFFUSIONLM_TRITON") == "interpret"
-
-
-def triton_enabled(t: torch.Tensor) -> bool:
-    """Whether `t` goes through a Triton kernel (decided at trace time under torch.compile).
-
-    DIFFUSIONLM_TRITON: unset, "auto" or "1": CUDA tensors do; "0": nothing does (the PyTorch path, for
-    comparisons); "interpret": CPU tensors do too, through Triton's interpreter (TRITON_INTERPRET=1 set
-    before Triton is imported), which is how the kernels are tested without a GPU.
-    """
-    mode = os.environ.get("DIFFUSIONLM_TRITON", "auto")
-    if mode not in _TRITON_MODES:
-        raise ValueError(f"DIFFUSIONLM_TRITON={mode!r}: expected one of {', '.join(_TRITON_MODES)}")
-    if mode == "0" or not (t.is_cuda or mode == "interpret"):
-        return False
-    return HAVE_TRITON

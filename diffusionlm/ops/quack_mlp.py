@@ -13,103 +13,73 @@ quack's gated epilogues pair gate and up as adjacent columns, so the gate/up wei
 interleaved (gate row i, then up row i): a copy of a 6 MB weight per step, differentiated by autograd like
 any reshape. The model keeps its [gate; up] layout, so checkpoints do not change.
 
-DIFFUSIONLM_MLP: "auto" (default) takes this path where it can run (see `quack_mlp_enabled`); "triton" never
-does (the Triton path of `ops.swiglu_mlp`). Read when torch.compile traces, like DIFFUSIONLM_ATTENTION.
+Taken where `[kernels] mlp` resolves to "quack" (ops/policy.py), and only with the pinned quack-kernels /
+nvidia-cutlass-dsl pair (`QUACK_PIN`, the `fa4` extra of pyproject.toml): other pairs have failed to import
+quack's epilogue library, so they take the Triton path with one warning instead.
 """
 
 from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import torch
 
 from diffusionlm.ops.dispatch import is_hopper
 
-_MODES = ("auto", "triton")
-
-# Whether quack is installed, found without importing it (a heavy import, done on the first traced MLP).
+# Whether quack is installed, found without importing it (a heavy import, done when a run resolves its kernels).
 QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 
-# The path is taken from this many elements of the gate/up product per call (rows x 2 x hidden). Measured
-# training steps on H100s (benchmarking/results/bench_train_h100_2026-11-22i.json): base (65,536 x 4,096,
-# 268M) 655k tokens/s against 641k for the Triton path in the same call; medium (65,536 x 2,816, 185M)
-# 2.16M against 2.06M (session 7, another H100); small (65,536 x 2,048, 134M) 3.37M against 3.64M (session 7,
-# another H100), so small keeps the Triton path.
-QUACK_MIN_GATE_UP = 150_000_000
+# The pair that imports cleanly and was measured; pyproject.toml's `fa4` extra pins the same versions.
+QUACK_PIN = {"quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.7.1"}
 
-
-def _accept_dsl_internals_in_cache_keys() -> None:
-    """quack fingerprints everything its epilogue functions reach, to key its cache of compiled kernels,
-    and refuses values it has no rule for. With nvidia-cutlass-dsl 4.8 that walk reaches the DSL's own
-    plumbing (a ContextVar, IR-state tables, a logger, an itertools counter, ...), which quack 0.6.4-0.6.5
-    refuse when their epilogue library is imported. Such a value gets a key by identity instead: two
-    different objects never share a key, so a cached kernel is never reused for other math (at worst a
-    recompile in a new process: about 2 s at base's shape). Every value quack has a rule for keeps it."""
-    try:
-        from quack.gemm_runtime import identity
-    except ImportError:  # a quack without this fingerprinting has nothing to accept
-        return
-    original = identity.semantic_value_key
-    if getattr(original, "_diffusionlm_keys_by_identity", False):
-        return
-
-    def semantic_value_key(value: Any, seen: Any) -> Any:
+def _unpinned() -> str | None:
+    """Why the installed quack pair is not the pinned one, or None when it is."""
+    found = {}
+    for distribution in QUACK_PIN:
         try:
-            return original(value, seen)
-        except TypeError:
-            return ("identity", type(value).__module__, type(value).__qualname__, id(value))
-
-    semantic_value_key._diffusionlm_keys_by_identity = True  # type: ignore[attr-defined]
-    identity.semantic_value_key = semantic_value_key
+            found[distribution] = version(distribution)
+        except PackageNotFoundError:
+            found[distribution] = "not installed"
+    if found == QUACK_PIN:
+        return None
+    have = ", ".join(f"{d} {v}" for d, v in found.items())
+    want = ", ".join(f"{d}=={v}" for d, v in QUACK_PIN.items())
+    return f"found {have}; quack's products are used only with {want}"
 
 
 @functools.cache
-def quack_mlp_importable() -> bool:
-    """Whether quack's gated products import here (once per process; a failure warns and falls back)."""
-    try:
-        _accept_dsl_internals_in_cache_keys()
-        import quack.epilogue.library  # noqa: F401 - builds the gated epilogues, where a refusal would come
-        from quack.gemm_interface import gemm_dgated, gemm_gated  # noqa: F401
-    except Exception as e:  # any failure means the Triton path, said once
-        warnings.warn(f"quack is installed but its gated products do not import ({type(e).__name__}: {e}); "
-                      "the MLP takes the Triton path", stacklevel=2)
+def quack_mlp_importable(warn: bool = True) -> bool:
+    """Whether the pinned quack pair is installed and its gated products import (checked once per process;
+    otherwise, with `warn`, one warning says why the MLP takes the Triton path)."""
+    reason = _unpinned()
+    if reason is None:
+        try:
+            import quack.epilogue.library  # noqa: F401 - builds the gated epilogues
+            from quack.gemm_interface import gemm_dgated, gemm_gated  # noqa: F401
+        except Exception as e:  # any failure means the Triton path
+            reason = f"its gated products do not import ({type(e).__name__}: {e})"
+    if reason is not None and warn:
+        warnings.warn(f"quack is installed but not used: {reason}; the MLP takes the Triton path", stacklevel=2)
+    return reason is None
+
+
+def quack_mlp_available(device: torch.device, warn: bool = True) -> bool:
+    """Whether an MLP on `device` can take quack's products: a Hopper GPU (where it was measured) and the
+    pinned, importable package pair."""
+    if device.type != "cuda" or not QUACK_INSTALLED or not is_hopper(device):
         return False
-    return True
+    return quack_mlp_importable(warn)
 
 
-@torch.compiler.assume_constant_result
-def _quack_importable() -> bool:
-    return quack_mlp_importable()
-
-
-def quack_mlp_available(device: torch.device) -> bool:
-    """Whether an MLP on `device` can take quack's products: the setting, the GPU (compute capability 9.x,
-    where it was measured) and the package."""
-    mode = os.environ.get("DIFFUSIONLM_MLP", "auto")
-    if mode not in _MODES:
-        raise ValueError(f"DIFFUSIONLM_MLP={mode!r}: expected one of {', '.join(_MODES)}")
-    if mode == "triton" or device.type != "cuda" or not QUACK_INSTALLED or not is_hopper(device):
-        return False
-    return _quack_importable()
-
-
-def quack_mlp_enabled(x: torch.Tensor, hidden: int) -> bool:
-    """Whether a training MLP over `x` [M, d] (already in the compute dtype) with `hidden` units runs here:
-    grads wanted, and `quack_mlp_pays` for its shape."""
-    if not (torch.is_grad_enabled() and quack_mlp_pays(x.shape[0], x.shape[-1], hidden, x.dtype)):
-        return False
-    return quack_mlp_available(x.device)
-
-
-def quack_mlp_pays(rows: int, d_model: int, hidden: int, dtype: torch.dtype) -> bool:
+def quack_mlp_pays(rows: int, d_model: int, hidden: int, dtype: torch.dtype, min_gate_up: int) -> bool:
     """Whether quack's products run, and pay, for an MLP of these sizes: bf16 or fp16, rows of 16-byte
-    multiples (their TMA loads), and at least QUACK_MIN_GATE_UP elements in the gate/up product."""
+    multiples (their TMA loads), and at least `min_gate_up` elements in the gate/up product."""
     supported = dtype in (torch.bfloat16, torch.float16) and d_model % 8 == 0 and hidden % 8 == 0
-    return supported and rows * 2 * hidden >= QUACK_MIN_GATE_UP
+    return supported and rows * 2 * hidden >= min_gate_up
 
 
 def interleave_gate_up(weight: torch.Tensor) -> torch.Tensor:

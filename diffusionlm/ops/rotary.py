@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from diffusionlm.ops.dispatch import cdiv, triton_enabled, triton_kernels
+from diffusionlm.ops.dispatch import cdiv, triton_kernels
+from diffusionlm.ops.policy import PYTORCH, KernelPolicy
 
 _ROWS, _CHUNK = 8, 256  # positions x elements of one head-row per program of the backward kernel
 
@@ -30,13 +31,13 @@ def rotary_qkv_reference(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
     return rotate(q, cos, sin), rotate(k, cos, sin), v
 
 
-def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+def rotary_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, kernels: KernelPolicy = PYTORCH,
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(rotated q, rotated k, v), each [B, T, H, D], from a projection viewed as [B, T, 3, H, D].
 
     cos, sin: [T, 1, D/2] in the projection's dtype. v is a view of the projection.
     """
-    if torch.is_grad_enabled() and qkv.requires_grad and triton_enabled(qkv):
+    if torch.is_grad_enabled() and qkv.requires_grad and kernels.uses_triton(qkv):
         return _RotaryQKV.apply(qkv, cos, sin)
     return rotary_qkv_reference(qkv, cos, sin)
 

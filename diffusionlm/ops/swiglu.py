@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from diffusionlm.ops.dispatch import HAVE_TRITON, cdiv, interpreting, package_label, triton_enabled, triton_kernels
-from diffusionlm.ops.quack_mlp import (
-    quack_mlp_available,
-    quack_mlp_enabled,
-    quack_mlp_pays,
-    swiglu_mlp_quack,
-)
+from diffusionlm.ops.dispatch import cdiv, package_label, triton_kernels
+from diffusionlm.ops.policy import PYTORCH, KernelPolicy
+from diffusionlm.ops.quack_mlp import quack_mlp_pays, swiglu_mlp_quack
 
 _BLOCK = 1024
 
@@ -24,9 +19,9 @@ def swiglu_reference(gate_up: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def swiglu(gate_up: torch.Tensor) -> torch.Tensor:
+def swiglu(gate_up: torch.Tensor, kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
     """silu(gate) * up for a product laid out as [..., gate | up] (last dimension 2 x hidden)."""
-    if triton_enabled(gate_up):
+    if kernels.mlp != "pytorch" and kernels.uses_triton(gate_up):
         return torch.ops.diffusionlm.swiglu(gate_up.contiguous())
     return swiglu_reference(gate_up)
 
@@ -72,11 +67,13 @@ _swiglu_op.register_autograd(_swiglu_backward, setup_context=_swiglu_setup)
 
 
 # ---------------------------------------------------------------- the whole MLP
-def swiglu_mlp_reference(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
-    return F.linear(swiglu(F.linear(x, gate_up_weight)), down_weight)
+def swiglu_mlp_reference(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
+                         kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
+    return F.linear(swiglu(F.linear(x, gate_up_weight), kernels), down_weight)
 
 
-def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
+def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch.Tensor,
+               kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
     """A block's MLP: down(silu(gate) * up) with [gate | up] = x @ gate_up_weight^T (bias-free linears).
 
     On GPUs with TMA (sm90+) its backward runs the down projection's input gradient with the SwiGLU
@@ -86,32 +83,35 @@ def swiglu_mlp(x: torch.Tensor, gate_up_weight: torch.Tensor, down_weight: torch
     SwiGLU passes ride in quack's product epilogues instead (`quack_mlp.py`). Under autocast the products
     run in the autocast dtype, as linear layers would.
     """
-    if not (torch.is_grad_enabled() and triton_enabled(x) and _has_tma(x)):
-        return swiglu_mlp_reference(x, gate_up_weight, down_weight)
+    if not (torch.is_grad_enabled() and kernels.mlp != "pytorch" and kernels.uses_triton(x) and _has_tma(x)):
+        return swiglu_mlp_reference(x, gate_up_weight, down_weight, kernels)
     device = x.device.type
     dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
     x2d = x.reshape(-1, x.shape[-1]).to(dtype)
     gate_up_weight, down_weight = gate_up_weight.to(dtype), down_weight.to(dtype)
-    if quack_mlp_enabled(x2d, down_weight.shape[1]):
+    if kernels.mlp == "quack" and quack_mlp_pays(x2d.shape[0], x2d.shape[1], down_weight.shape[1], x2d.dtype,
+                                                 kernels.quack_min_gate_up):
         y = swiglu_mlp_quack(x2d, gate_up_weight, down_weight)
     else:
         y = _SwiGLUMLP.apply(x2d, gate_up_weight, down_weight)
     return y.view(*x.shape[:-1], y.shape[-1])
 
 
-def training_mlp_path(device: torch.device, rows: int, d_model: int, hidden: int, dtype: torch.dtype) -> str:
+def training_mlp_path(kernels: KernelPolicy, device: torch.device, rows: int, d_model: int, hidden: int,
+                      dtype: torch.dtype) -> str:
     """What a training step's MLP over `rows` positions runs on `device`, in words (for benchmark records)."""
-    if not (device.type == "cuda" and HAVE_TRITON and os.environ.get("DIFFUSIONLM_TRITON", "auto") != "0"):
+    if kernels.mlp == "pytorch" or not (device.type == "cuda" and kernels.triton == "on"):
         return "pytorch"
     if not (torch.cuda.get_device_capability(device)[0] >= 9):
         return "cuBLAS + Triton SwiGLU kernels"
-    if quack_mlp_pays(rows, d_model, hidden, dtype) and quack_mlp_available(device):
+    if kernels.mlp == "quack" and quack_mlp_pays(rows, d_model, hidden, dtype, kernels.quack_min_gate_up):
         return f"{package_label('quack-kernels')} gated products"
     return "cuBLAS + Triton SwiGLU forward, Triton fused backward product"
 
 
 def _has_tma(x: torch.Tensor) -> bool:
-    return interpreting() or (x.is_cuda and torch.cuda.get_device_capability(x.device)[0] >= 9)
+    """sm90+ GPUs, or Triton's interpreter (CPU tensors reach Triton kernels only through it)."""
+    return not x.is_cuda or torch.cuda.get_device_capability(x.device)[0] >= 9
 
 
 class _SwiGLUMLP(torch.autograd.Function):
@@ -145,12 +145,13 @@ def _down_grad_swiglu_backward_op(grad_y: torch.Tensor, down_weight: torch.Tenso
         ("grad_desc", grad_y), ("w_desc", down_weight.contiguous()), ("gate_desc", gate_up[:, :N]),
         ("up_desc", gate_up[:, N:]), ("grad_gate_desc", grad_gate_up[:, :N]), ("grad_up_desc", grad_gate_up[:, N:]))}
     kernel = triton_mlp.down_grad_swiglu_backward_kernel
-    n_sms = 4 if interpreting() else torch.cuda.get_device_properties(grad_y.device).multi_processor_count
+    interpreting = not grad_y.is_cuda  # CPU tensors reach this kernel only through Triton's interpreter
+    n_sms = 4 if interpreting else torch.cuda.get_device_properties(grad_y.device).multi_processor_count
 
     def grid(meta: dict) -> tuple[int]:
         return (min(n_sms, cdiv(M, meta["BM"]) * cdiv(N, meta["BN"])),)
 
-    if interpreting():  # the interpreter cannot benchmark configs: one small config, set by hand
+    if interpreting:  # the interpreter cannot benchmark configs: one small config, set by hand
         config = {"BM": 32, "BN": 32, "BK": 16, "GROUP_M": 2}
         triton_mlp.set_blocks({**descs, **config})
         kernel.fn[grid(config)](*descs.values(), M, N, K, n_sms, **config, DOT_F32=True)

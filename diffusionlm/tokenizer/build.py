@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,17 +15,16 @@ if TYPE_CHECKING:
     from config.schema import Config
 
 
-def build_tokenizer(cfg: Config, show_progress: bool = False) -> Tokenizer:
+def build_tokenizer(cfg: Config, texts: Iterable[str], show_progress: bool = False) -> Tokenizer:
     """Load `tokenizer.path`; for shards the tokenizer.json beside them; else train on the first
-    `tokenizer.train_docs` training documents of the configured source. Always checked against the model."""
+    `tokenizer.train_docs` of `texts` (lazily read: the source's training documents, e.g.
+    `diffusionlm.data.iter_texts(cfg)`). Always checked against the model."""
     if cfg.tokenizer.path is not None:
         tok = load_tokenizer(cfg.tokenizer.path)
     elif cfg.data.source == "shards":
         tok = load_tokenizer(Path(cfg.data.shards_dir) / "tokenizer.json")
     else:
-        from diffusionlm.data import iter_texts
-
-        texts = itertools.islice(iter_texts(cfg, "train"), cfg.tokenizer.train_docs)
-        tok = train_tokenizer(texts, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, show_progress)
+        docs = itertools.islice(texts, cfg.tokenizer.train_docs)
+        tok = train_tokenizer(docs, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency, show_progress)
     check_tokenizer(tok, cfg.model)
     return tok

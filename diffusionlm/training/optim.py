@@ -93,9 +93,8 @@ def group_names(groups: list[ParamGroup]) -> list[str]:
     return [g.name for g in groups]
 
 
-def lr_multiplier(step: int, opt_cfg: OptimizerConfig, total_steps: int) -> float:
-    """Linear warmup over `warmup_iteration` optimizer steps, then cosine decay to min_lr_ratio (or flat)."""
-    warmup = opt_cfg.warmup_iteration
+def lr_multiplier(step: int, opt_cfg: OptimizerConfig, total_steps: int, warmup: int) -> float:
+    """Linear warmup over `warmup` optimizer steps, then cosine decay to min_lr_ratio (or flat)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
     if opt_cfg.lr_schedule == "constant":
@@ -104,6 +103,8 @@ def lr_multiplier(step: int, opt_cfg: OptimizerConfig, total_steps: int) -> floa
     return opt_cfg.min_lr_ratio + (1 - opt_cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimizerConfig,
-                   total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, opt_cfg, total_steps))
+def make_scheduler(optimizer: torch.optim.Optimizer, opt_cfg: OptimizerConfig, total_steps: int,
+                   warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The LR schedule over `total_steps` optimizer steps, the first `warmup_steps` of them warming up."""
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_multiplier(s, opt_cfg, total_steps, warmup_steps))

@@ -12,8 +12,8 @@ from config.schema import Config
 
 
 def default_run_name(cfg: Config) -> str:
-    size = cfg.model.size or f"d{cfg.model.d_model}l{cfg.model.n_layers}"
-    return f"{size}-{time.strftime('%Y%m%d-%H%M%S')}"
+    label = getattr(cfg.model, "size", None) or cfg.model.family
+    return f"{label}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,12 @@
 """The training loop: one process's view of a run, single device or one rank of DDP.
 
+Public API: `Trainer(cfg, parallel, resume)` prepares the run directory; `build()` makes the tokenizer,
+model (its family from the registry, with the resolved kernel policy), objective, optimizer and data
+stream; `step()` runs one optimizer step and returns its `StepStats`; `validate()`; `state_dict()` /
+`load_state_dict()` over the explicit training state that checkpoints hold; `fit()` runs the whole loop.
 Everything that differs between one process and many goes through `self.parallel` (see parallel.py);
-everything about batches goes through the data stream's iterator and state_dict.
+everything about batches goes through the data stream's iterator and state_dict. The model and the loss
+come only through the registry's builders, so a new family or objective needs nothing here.
 """
 
 from __future__ import annotations
@@ -19,19 +24,20 @@ import torch
 
 from config import config_to_toml
 from config.schema import Config
-from diffusionlm.diffusion import MDLMObjective
-from diffusionlm.models import DiffusionTransformer
+from diffusionlm.device import resolve_precision, select_device
+from diffusionlm.diffusion import build_objective
+from diffusionlm.models import build_model
+from diffusionlm.ops import KernelUnavailable, resolve_kernels
 from diffusionlm.training import checkpoint as ckpt
 from diffusionlm.training.checkpoint import CheckpointError
 from diffusionlm.training.export import export_final
 from diffusionlm.training.norms import ActivationNorms, weight_norms
 from diffusionlm.training.optim import group_names, make_scheduler
 from diffusionlm.training.parallel import SingleProcess
-from diffusionlm.training.precision import resolve_precision, select_device
-from diffusionlm.training.rng import seed_everything
+from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
 from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
-from diffusionlm.training.step import DeferredStats
+from diffusionlm.training.step import StepStats
 from diffusionlm.training.stopping import StopRequests
 from diffusionlm.training.trainer_checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
 
@@ -59,7 +65,7 @@ def _crossed(prev: int, now: int, every: int) -> bool:
 
 class Trainer:
     def __init__(self, cfg: Config, parallel: SingleProcess | None = None, resume: str | None = None):
-        self.cfg = cfg
+        self.cfg = cfg.model_copy(deep=True)  # build() records the resolved kernels in it
         self.parallel = parallel or SingleProcess()
         self.resume = resume if resume is not None else cfg.checkpoint.resume
         self.device = getattr(self.parallel, "device", None) or select_device(cfg.model.device)
@@ -68,6 +74,7 @@ class Trainer:
         self.bad_steps = 0
         self.stop = StopRequests(self.parallel.world_size, lambda message: self.logger.info(message))
         self._steps_taken = 0  # by this process (not restored on resume)
+        self.built = False
         self._setup_run_dir()
 
     # ---------------------------------------------------------------- setup
@@ -95,21 +102,28 @@ class Trainer:
             self.run.root.mkdir(parents=True, exist_ok=True)
         par.barrier()
 
-    def _build(self) -> None:
-        from diffusionlm.data import build_stream
+    def build(self) -> None:
+        """Make everything a run needs, and restore the checkpoint being resumed; called once by `fit()`."""
+        if self.built:
+            return
+        from diffusionlm.data import build_stream, iter_texts
         from diffusionlm.tokenizer import build_tokenizer, check_tokenizer, load_tokenizer, save_tokenizer
-        from diffusionlm.training.step import CompiledMaskedLoss
         from logger import build_logger
         from profiling import Profiler
 
         cfg, par = self.cfg, self.parallel
+        try:
+            self.kernels = resolve_kernels(cfg.kernels, self.device)
+        except KernelUnavailable as e:
+            raise TrainingError(str(e)) from None
+        cfg.kernels.resolved = self.kernels.record()
         if self.resume_from is not None and par.is_main:
             # Steps after the checkpoint were logged by the run that stopped and will be logged again.
             truncate_metrics_after(self.run.metrics, ckpt.read_meta(self.resume_from)["step"])
         self.logger = build_logger(cfg.logging, cfg.wandb, self.run.root, rank=par.rank, run_name=self.run_name)
         # The tokenizer is part of the run: train or load it once (rank 0), everyone reads the run's copy.
         if par.is_main and not self.run.tokenizer.is_file():
-            save_tokenizer(build_tokenizer(cfg, show_progress=False), self.run.tokenizer)
+            save_tokenizer(build_tokenizer(cfg, iter_texts(cfg, "train"), show_progress=False), self.run.tokenizer)
         par.barrier()
         self.tokenizer = load_tokenizer(self.run.tokenizer)
         check_tokenizer(self.tokenizer, cfg.model)
@@ -118,33 +132,41 @@ class Trainer:
             self.logger.log_config(cfg.model_dump(mode="json"))
 
         seed_everything(cfg.training.seed)  # identical initial weights on every rank
-        self.raw_model = DiffusionTransformer(cfg.model).to(self.device)
-        self.objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
-        # On CUDA the loss runs as one compiled graph (step.py); CPU keeps the objective's exact kernels.
-        fused_loss = (self.device.type == "cuda" and self.objective.masked_only_logits
-                      and not cfg.logging.log_activation_norms)
-        compile_model = cfg.training.compile and not fused_loss
-        self.model = par.wrap_model(torch.compile(self.raw_model) if compile_model else self.raw_model)
-        self.loss_step = CompiledMaskedLoss(self.objective, self.model, cfg.training.compile) if fused_loss else None
+        self.raw_model = build_model(cfg.model, self.kernels).to(self.device)
+        try:
+            self.objective = build_objective(cfg)
+        except ValueError as e:
+            raise TrainingError(str(e)) from None
+        self.model = par.wrap_model(self.raw_model)
+        # The objective picks its path (on CUDA, MDLM's loss runs as one compiled graph; CPUs keep the reference).
+        self.loss = self.objective.training_loss(self.model, self.device, cfg.training.compile, self.kernels)
         self.optimizer, self.groups = par.build_optimizer(self.raw_model, cfg.optimizer, compiled=cfg.training.compile)
         self.group_names = group_names(self.groups)
         self.total_opt_steps = cfg.training.max_train_iteration // cfg.training.grad_accum_steps
-        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps)
+        warmup_opt_steps = math.ceil(cfg.optimizer.warmup_iteration / cfg.training.grad_accum_steps)
+        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, self.total_opt_steps, warmup_opt_steps)
         self.scaler = self.precision.grad_scaler()
         self.defer_stats = self._use_deferred_stats()
-        self._unsettled: DeferredStats | None = None
+        self._unsettled: StepStats | None = None
         # Per-rank randomness (masks, times) differs across ranks; weights do not.
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.training.seed * 1000 + par.rank + 1)
         self.stream = build_stream(cfg, self.tokenizer, "train", rank=par.rank, world_size=par.world_size)
         self.profiler = Profiler(cfg.profiling, self.run.root, self.device)
         self.profiler.instrument_module(self.raw_model, level="fine")
-        self.act_norms = ActivationNorms(self.raw_model.blocks) if cfg.logging.log_activation_norms else None
+        self.act_norms = None
+        if cfg.logging.log_activation_norms:
+            blocks = getattr(self.raw_model, "blocks", None)
+            if blocks is None:
+                raise TrainingError(f"logging.log_activation_norms: model family {cfg.model.family!r} has no "
+                                    "`blocks` to record")
+            self.act_norms = ActivationNorms(blocks)
+        self.built = True
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
         self._announce()
 
     def _use_deferred_stats(self) -> bool:
-        """Read each step's statistics one step late (DeferredStats) and skip a bad step on the device (fused
+        """Read each step's statistics one step late (StepStats read lazily) and skip a bad step on the device (fused
         AdamW's found_inf), so the host never waits for the GPU to drain between steps. Under DDP the
         statistics are all-reduced on the device first, so every rank takes the same skip and stop decisions.
         Muon (no found_inf) and fp16 (GradScaler owns found_inf) read each step's statistics at once."""
@@ -162,14 +184,47 @@ class Trainer:
         self.logger.info(
             f"run {self.run_name} in {self.run.root} | device {self.device} ({self.precision.name}) | "
             f"world size {par.world_size} | params {n_all / 1e6:.2f}M ({n_body / 1e6:.2f}M without embeddings) | "
-            f"global batch {global_batch} sequences x {cfg.model.context_length} tokens"
+            f"global batch {global_batch} sequences x {cfg.model.context_length} tokens | kernels: triton "
+            f"{self.kernels.triton}, attention {self.kernels.attention}, mlp {self.kernels.mlp}"
             + (f" | resumed from {self.resume_from} at step {self.micro_step}" if self.resume_from else "")
         )
         self.logger.info(f"data: {self.stream.describe()}")
 
-    # ---------------------------------------------------------------- checkpoints
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """This rank's training state, except the optimizer's (which `parallel` saves: sharded under DDP):
+        model weights, step counters, LR scheduler, loss scaler, every RNG and the data-stream position."""
+        return {
+            "model": self.raw_model.state_dict(),
+            "counters": {"micro_step": self.micro_step, "bad_steps": self.bad_steps},
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": capture_rng_state(self.generator),
+            "data": self.stream.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict()` returned; "rng" and "data" may be absent (then they restart)."""
+        self.raw_model.load_state_dict(state["model"])
+        self.micro_step = state["counters"]["micro_step"]
+        self.bad_steps = state["counters"]["bad_steps"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler") is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        if state.get("rng") is not None:
+            restore_rng_state(state["rng"], self.generator)
+        if state.get("data") is not None:
+            self.stream.load_state_dict(state["data"])
+
     def save_checkpoint(self) -> Path:
         return save_trainer_checkpoint(self)
+
+    def write_samples(self) -> list[str]:
+        """Unprompted samples of the model as it is now, to `samples/step_<N>.txt` (rank 0's job)."""
+        out = self.run.samples / f"step_{self.micro_step}.txt"
+        texts = write_samples(self.raw_model, self.tokenizer, self.cfg, self.device, self.precision, out)
+        self.logger.info(f"sample at step {self.micro_step}: {texts[0][:300]!r}" if texts else "no samples")
+        return texts
 
     def _load_checkpoint(self, path: Path) -> None:
         try:
@@ -178,11 +233,27 @@ class Trainer:
             raise TrainingError(str(e)) from None
 
     # ---------------------------------------------------------------- steps
+    def step(self) -> StepStats:
+        """One optimizer step (`grad_accum_steps` micro-steps); advances `micro_step`.
+
+        Returns the step's statistics. They are read at once, or, with deferred statistics (CUDA, fused
+        AdamW), when first accessed: reading them then waits for this step only, not for work queued after it.
+        """
+        if not self.built:
+            raise RuntimeError("Trainer.step() before build()")
+        accum = self.cfg.training.grad_accum_steps
+        for s in range(self.micro_step, self.micro_step + accum):
+            self.profiler.step(s)
+        with self.profiler.range("train_step"):
+            stats = self._run_step()
+        self.micro_step += accum
+        return stats
+
     def _next_batch(self) -> dict[str, torch.Tensor]:
         batch = next(self.stream)
         return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
-    def _train_step(self) -> dict[str, float]:
+    def _run_step(self) -> StepStats:
         cfg, par = self.cfg, self.parallel
         if self._steps_taken == 1:
             # The first step built (and compiled) everything long-lived; moving those objects out of the
@@ -200,10 +271,8 @@ class Trainer:
         local_tokens = torch.stack([self.objective.real_tokens(b).sum() for b in batches]).sum().float()
         global_tokens = par.all_reduce_sum(local_tokens.clone())
         normalizer = global_tokens / par.world_size
-        loss_sum = torch.zeros((), device=self.device)
-        ce_sum = torch.zeros((), device=self.device)
-        acc_sum = torch.zeros((), device=self.device)
-        dropped_sum = torch.zeros((), device=self.device)
+        # loss, masked CE, masked accuracy, dropped positions, masked positions: summed over micro-steps
+        sums = torch.zeros(5, device=self.device)
         if self.act_norms is not None:
             self.act_norms.armed = _crossed(self.micro_step, self.micro_step + accum, cfg.training.log_freq_iteration)
         self.model.train()
@@ -211,54 +280,55 @@ class Trainer:
             sync = par.no_sync(self.model) if i < accum - 1 else contextlib.nullcontext()
             with sync:
                 with self.profiler.range("forward"), self.precision.autocast():
-                    if self.loss_step is not None:
-                        loss, m = self.loss_step(batch, self.generator, normalizer)
-                    else:
-                        loss, m = self.objective(self.model, batch, self.generator, normalizer)
+                    loss, m = self.loss(batch, self.generator, normalizer)
                 with self.profiler.range("backward"):
                     (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            loss_sum += loss.detach()
-            ce_sum += m["masked_ce"]
-            acc_sum += m["masked_acc"]
-            if "num_dropped" in m:
-                dropped_sum += m["num_dropped"]
+            dropped = m.get("num_dropped", torch.zeros((), device=self.device))
+            sums += torch.stack([loss.detach().float(), m["masked_ce"].float(), m["masked_acc"].float(),
+                                 dropped.float(), m["num_masked"].float()])
             if self.act_norms is not None:
                 self.act_norms.armed = False
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         with self.profiler.range("grad_clip", "fine"):
             grad_norm = self._clip_gradients()
+        stop = torch.full((), float(self.stop.flag), device=self.device)
+        # Gradients are already identical across ranks; the loss, drop count and stop flags are made so here,
+        # hence one skip/stop decision for all ranks. Queued on the device like the rest (no host wait).
+        reduced = par.all_reduce_sum(torch.cat([sums, stop[None]]))
+        loss, ce, acc, dropped, masked, stop = reduced.unbind()
+        loss, ce, acc = loss / par.world_size, ce / (accum * par.world_size), acc / (accum * par.world_size)
+        # With fp16 the GradScaler skips non-finite gradients itself; that is no bad step.
+        bad = ~torch.isfinite(loss) | (dropped > 0)
+        if self.scaler is None:
+            bad = bad | ~torch.isfinite(grad_norm)
+        values = torch.stack([loss, ce, acc, grad_norm.float(), global_tokens, dropped, bad.float(), stop, masked])
+        stats = StepStats(values, self.micro_step + accum, data_wait)
         if self.defer_stats:
-            return self._finish_step_deferred(loss_sum, ce_sum / accum, acc_sum / accum, grad_norm, global_tokens,
-                                              dropped_sum, data_wait)
-        stop = torch.tensor(self.stop.flag, device=self.device)
-        reduced = par.all_reduce_sum(torch.stack([loss_sum, ce_sum / accum, acc_sum / accum, stop, dropped_sum]))
-        loss_v, ce_v, acc_v, stop_v, dropped_v = reduced.tolist()  # the one host sync of the step
-        loss_v, ce_v, acc_v = loss_v / par.world_size, ce_v / par.world_size, acc_v / par.world_size
-        grad_v = float(grad_norm)
-        if stop_v > 0:
+            # This step's forward and backward are queued, so waiting for the previous step's statistics leaves
+            # the GPU busy; its scheduler step must come before this update, exactly as with the sync path.
+            self._settle_stats()
+            self._unsettled = stats
+            self.optimizer.found_inf = bad.float()  # the fused kernel leaves weights, moments and step count
+            with self.profiler.range("optimizer_step"):
+                par.optimizer_step(self.optimizer, None)
+            self.optimizer.zero_grad(set_to_none=True)
+            return stats
+        if stats.stop_requested:  # the one host sync of the step
             self.stop.agree()
-        finite = math.isfinite(loss_v) and (math.isfinite(grad_v) or self.scaler is not None)
-        if finite and dropped_v == 0:
+        if stats["metrics.skipped_step"] == 0:
             with self.profiler.range("optimizer_step"):
                 par.optimizer_step(self.optimizer, self.scaler)
             self.scheduler.step()
             self.bad_steps = 0
         else:
-            self._count_bad_step(self.micro_step + accum, loss_v, grad_v, dropped_v)
+            self._count_bad_step(stats)
             if self.scaler is not None:
                 self.scaler.update()
+        stats.settled = True
         self.optimizer.zero_grad(set_to_none=True)
         self._check_diverged()
-        return {
-            "metrics.loss": loss_v,
-            "metrics.masked_ce": ce_v,
-            "metrics.masked_acc": acc_v,
-            "metrics.grad_l2_norm": grad_v,
-            "metrics.tokens": float(global_tokens),
-            "metrics.data_wait_s": data_wait,
-            "metrics.skipped_step": 0.0 if finite and dropped_v == 0 else 1.0,
-        }
+        return stats
 
     def _clip_gradients(self) -> torch.Tensor:
         """Scale gradients to a global L2 norm of at most optimizer.grad_clip; returns the norm before.
@@ -276,28 +346,6 @@ class Trainer:
         self.optimizer.grad_scale = ((grad_norm + 1e-6) / max_norm).clamp_min(1.0) if clip > 0 else None
         return grad_norm
 
-    def _finish_step_deferred(self, loss: torch.Tensor, ce: torch.Tensor, acc: torch.Tensor, grad_norm: torch.Tensor,
-                              tokens: torch.Tensor, dropped: torch.Tensor, data_wait: float) -> DeferredStats:
-        """The end of a step without a host sync: skip on the device, settle the previous step's bookkeeping."""
-        par = self.parallel
-        stop = torch.full((), self.stop.flag, device=self.device)
-        # Queued on the device like the rest (no host wait); gradients are already identical across ranks, the
-        # loss, drop count and stop flags are made so here, hence one skip/stop decision for all ranks.
-        loss, ce, acc, dropped, stop = par.all_reduce_sum(torch.stack([loss, ce, acc, dropped, stop])).unbind()
-        loss, ce, acc = loss / par.world_size, ce / par.world_size, acc / par.world_size
-        skip = (~torch.isfinite(loss) | ~torch.isfinite(grad_norm) | (dropped > 0)).float()
-        stats = DeferredStats(torch.stack([loss, ce, acc, grad_norm.float(), tokens, dropped, skip, stop]),
-                              self.micro_step + self.cfg.training.grad_accum_steps, data_wait)
-        # This step's forward and backward are queued, so waiting for the previous step's statistics leaves
-        # the GPU busy; its scheduler step must come before this update, exactly as with the sync path.
-        self._settle_stats()
-        self._unsettled = stats
-        self.optimizer.found_inf = skip  # the fused kernel leaves weights, moments and step count as they are
-        with self.profiler.range("optimizer_step"):
-            self.parallel.optimizer_step(self.optimizer, None)
-        self.optimizer.zero_grad(set_to_none=True)
-        return stats
-
     def _settle_stats(self) -> None:
         """Bookkeeping of a deferred step (scheduler, bad-step count): once, in order, before the next update."""
         stats, self._unsettled = self._unsettled, None
@@ -310,12 +358,13 @@ class Trainer:
             self.scheduler.step()
             self.bad_steps = 0
         else:
-            self._count_bad_step(stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"],
-                                 stats["metrics.dropped_masked"])
+            self._count_bad_step(stats)
             self._check_diverged()
 
-    def _count_bad_step(self, step: int, loss_v: float, grad_v: float, dropped_v: float) -> None:
+    def _count_bad_step(self, stats: StepStats) -> None:
         cfg = self.cfg
+        step, loss_v, grad_v = stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"]
+        dropped_v = stats["metrics.dropped_masked"]
         if dropped_v > 0:  # not divergence: a masked count beyond the static capacity (odds below 1e-15)
             self.logger.info(f"warning: {int(dropped_v)} masked positions beyond the static head capacity at step "
                              f"{step}; skipping the update rather than scoring fewer tokens")
@@ -366,11 +415,10 @@ class Trainer:
 
     # ---------------------------------------------------------------- loop
     def fit(self) -> TrainResult:
-        self._build()
+        self.build()
         cfg, par = self.cfg, self.parallel
         from logger.progress import make_progress
 
-        accum = cfg.training.grad_accum_steps
         progress = make_progress(cfg.training.max_train_iteration, cfg.logging.progress_bar if par.is_main else "off",
                                  start=self.micro_step)
         losses: list[tuple[int, float]] = []
@@ -378,15 +426,11 @@ class Trainer:
         self.stop.install()
         window_t0, window_tokens = time.perf_counter(), 0.0
         saved_at = -1
-        unread: collections.deque[Any] = collections.deque()  # step stats not yet read (deferred on CUDA)
+        unread: collections.deque[StepStats] = collections.deque()  # step stats not yet read (deferred on CUDA)
         try:
             while self.micro_step < cfg.training.max_train_iteration and self.stop.agreed is None:
                 prev = self.micro_step
-                for s in range(prev, prev + accum):
-                    self.profiler.step(s)
-                with self.profiler.range("train_step"):
-                    stats = self._train_step()
-                self.micro_step += accum
+                stats = self.step()
                 unread.append(stats)
                 # A deferred step is read once the GPU has finished it, or at once where the loop needs it
                 # (logging, validation, samples, checkpoints, the end): never a wait in the middle of a stretch.
@@ -396,9 +440,9 @@ class Trainer:
                               cfg.training.sample_freq_iteration or 10**18, cfg.checkpoint.save_freq_iteration)))
                 if needed and self.defer_stats:
                     self._settle_stats()
-                while unread and (needed or getattr(unread[0], "ready", True)):
+                while unread and (needed or unread[0].ready):
                     done = unread.popleft()
-                    step_of = getattr(done, "step", self.micro_step)
+                    step_of = done.step
                     window_tokens += done["metrics.tokens"]
                     losses.append((step_of, done["metrics.loss"]))
                     progress.update(step_of, loss=done["metrics.loss"])
@@ -417,7 +461,7 @@ class Trainer:
                     self.logger.log(val, step=self.micro_step)
                 if cfg.training.sample_freq_iteration and par.is_main and _crossed(
                         prev, self.micro_step, cfg.training.sample_freq_iteration):
-                    write_samples(self)
+                    self.write_samples()
                 if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration):
                     self.save_checkpoint()
                     saved_at = self.micro_step
@@ -429,7 +473,7 @@ class Trainer:
                 if par.is_main:
                     export_final(self.raw_model, cfg, self.run.tokenizer, self.run.final)
                     if cfg.training.num_samples > 0:
-                        write_samples(self)
+                        self.write_samples()
                 par.barrier()
         finally:
             progress.close()

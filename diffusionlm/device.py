@@ -1,4 +1,4 @@
-"""Device selection and mixed precision policy."""
+"""Device selection and the mixed-precision policy: shared by training, inference and the benchmarks."""
 
 from __future__ import annotations
 
