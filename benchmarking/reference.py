@@ -171,9 +171,13 @@ def bench_train(args: argparse.Namespace, shape: Shape, device: torch.device) ->
     if cuda:
         torch.cuda.synchronize(device)
         walls = [a.elapsed_time(b) / 1e3 for a, b in events]
+    tokens_per_s = shape.batch_size * shape.context_length * args.steps / sum(walls)
+    # executed matrix-product FLOPs per token, forward + backward: every parameter (the head runs at every
+    # position) plus QK^T and AV over the full bidirectional T x T
+    flops_per_token = 6 * params + 12 * shape.n_layers * shape.d_model * shape.context_length
     return {"bench": "train", "ref": REF, "config": args.preset, "compile": args.compile,
             "device": device_name(device), "params": params,
-            "tokens_per_s": shape.batch_size * shape.context_length * args.steps / sum(walls),
+            "tokens_per_s": tokens_per_s, "achieved_tflops": tokens_per_s * flops_per_token / 1e12,
             "step_ms": statistics.median(walls) * 1e3, "loss_first": losses[0].item(), "loss_last": losses[-1].item(),
             "peak_mem_gb": round(torch.cuda.max_memory_allocated(device) / 2**30, 3) if cuda else None,
             "precision": "bf16 autocast" if cuda else "fp32", "steps": args.steps, "warmup": args.warmup,

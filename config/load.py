@@ -66,6 +66,8 @@ def _is_text_field(parts: list[str]) -> bool:
         if not fields or part not in fields:
             return False
         annotation = fields[part].annotation
+        if typing.get_origin(annotation) is typing.Annotated:  # SerializeAsAny[...] around a section
+            annotation = typing.get_args(annotation)[0]
         if i == len(parts) - 1:
             if annotation is str:
                 return True

@@ -14,8 +14,11 @@ interleaved (gate row i, then up row i): a copy of a 6 MB weight per step, diffe
 any reshape. The model keeps its [gate; up] layout, so checkpoints do not change.
 
 Taken where `[kernels] mlp` resolves to "quack" (ops/policy.py), and only with the pinned quack-kernels /
-nvidia-cutlass-dsl pair (`QUACK_PIN`, the `fa4` extra of pyproject.toml): other pairs have failed to import
-quack's epilogue library, so they take the Triton path with one warning instead.
+nvidia-cutlass-dsl pair (`QUACK_PIN`, the `fa4` extra of pyproject.toml) when its gated products import;
+otherwise the Triton path runs, with one warning. quack fingerprints the functions its epilogues reach to key
+its kernel cache, and reads a library's functions by name only when they live under a `site-packages` or
+`dist-packages` folder: cutlass-dsl installed elsewhere (`pip install --target some/dir`) makes quack walk
+into the DSL's own objects, which it refuses, and the import fails. Install it into an environment.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from diffusionlm.ops.dispatch import is_hopper
 QUACK_INSTALLED = importlib.util.find_spec("quack") is not None
 
 # The pair that imports cleanly and was measured; pyproject.toml's `fa4` extra pins the same versions.
-QUACK_PIN = {"quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.7.1"}
+QUACK_PIN = {"quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.8.1"}
 
 def _unpinned() -> str | None:
     """Why the installed quack pair is not the pinned one, or None when it is."""

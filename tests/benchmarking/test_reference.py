@@ -38,6 +38,8 @@ def test_training_line_has_the_fields_the_bench_reads(tmp_path: Path) -> None:
     # embedding (tied head) + 2 blocks of qkv, out, gate/up, down (hidden 192) and 2 norms + final norm
     assert rec["params"] == 128 * 64 + 2 * (64 * 192 + 64 * 64 + 64 * 2 * 192 + 192 * 64 + 2 * 64) + 64
     assert rec["tokens_per_s"] > 0 and rec["step_ms"] > 0 and rec["steps"] == 3
+    flops_per_token = 6 * rec["params"] + 12 * 2 * 64 * 32  # the head at every position + full T x T attention
+    assert rec["achieved_tflops"] == pytest.approx(rec["tokens_per_s"] * flops_per_token / 1e12)
     assert math.isfinite(rec["loss_first"]) and math.isfinite(rec["loss_last"]) and rec["loss_first"] > 0
     # bench-train reads the line back and computes its ratios from it
     ref_file = tmp_path / "ref.jsonl"

@@ -12,20 +12,23 @@ import pytest
 from config import ConfigError, config_to_toml, load_config
 from config.schema import MODEL_SIZES
 
-SHIPPED = sorted(Path(str(resources.files("config") / "resources")).glob("*.toml"))
+REPO = Path(__file__).resolve().parents[2]
+# Every TOML config the project ships: the entry points' defaults and the benchmark presets.
+SHIPPED = sorted([*Path(str(resources.files("config") / "resources")).glob("*.toml"),
+                  *(REPO / "benchmarking" / "presets").glob("*.toml")])
 
 
 def test_there_are_shipped_configs() -> None:
     names = {p.name for p in SHIPPED}
-    assert {"train.toml", "train_ddp.toml", "infer.toml"} <= names
+    assert {"train.toml", "train_ddp.toml", "infer.toml", "small.toml", "base.toml"} <= names
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
 def test_every_shipped_config_validates_and_round_trips(path: Path, tmp_path: Path) -> None:
-    cfg = load_config(path)
+    cfg = load_config(path, environ={})
     again = tmp_path / "again.toml"
     again.write_text(config_to_toml(cfg))
-    assert load_config(again) == cfg
+    assert load_config(again, environ={}) == cfg
 
 
 def test_named_sizes_fill_dimensions_and_explicit_fields_win() -> None:
@@ -52,7 +55,11 @@ def test_overrides_are_typed_by_the_schema() -> None:
         (["training.max_stpes=3"], "training.max_stpes: Extra inputs are not permitted"),
         (["training.max_train_iteration=abc"], "training.max_train_iteration"),
         (["model.d_model=100", "model.n_heads=3"], "divisible by n_heads"),
-        (["inference.total_length=999"], "inference.total_length (999) must not exceed model.context_length"),
+        (["objective.name=sdd"], "unknown objective 'sdd' (registered: mdlm"),
+        (["model.family=rwkv"], "unknown model family 'rwkv' (registered: transformer"),
+        (["objective.schedule=quadratic"], "objective.schedule"),
+        (["model.size=small", "model.bogus=1"], "model.bogus: Extra inputs are not permitted"),
+        (["kernels.attention=fa3"], "kernels.attention"),
         (["optimizer.optimizer_name=sgd"], "optimizer.optimizer_name"),
         (["data.source=files"], "data.data_files"),
         (["profiling.start_step=5"], "profiling.stop_step"),

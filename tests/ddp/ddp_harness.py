@@ -1,6 +1,6 @@
 """Shared by the ddp tests: real gloo process groups in spawned processes, and a step driver.
 
-The driver does what Trainer._train_step does (global-token normaliser, no_sync on all but the last
+The driver does what Trainer.step does (global-token normaliser, no_sync on all but the last
 micro-step, clipping, the context's optimizer step, the LR schedule), but with masks and times fixed in
 advance for the GLOBAL batch, so a run of N ranks over slices of it must equal one process over all of it.
 """
@@ -70,7 +70,7 @@ def make_batches(cfg: Config, steps: int, global_batch: int, seed: int = 1234) -
     normaliser matters, and the diffusion times and masks already drawn."""
     g = torch.Generator().manual_seed(seed)
     T, V = cfg.model.context_length, cfg.model.vocab_size
-    objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
+    objective = MDLMObjective.from_config(cfg.objective, cfg.model)
     out = []
     for _ in range(steps):
         micro = []
@@ -79,7 +79,7 @@ def make_batches(cfg: Config, steps: int, global_batch: int, seed: int = 1234) -
             lengths = torch.randint(T // 3, T + 1, (global_batch,), generator=g)
             real = torch.arange(T)[None, :] < lengths[:, None]
             ids = torch.where(real, ids, cfg.model.pad_token_id)
-            t = sample_times(global_batch, cfg.diffusion.eps, True, g, torch.device("cpu"))
+            t = sample_times(global_batch, cfg.objective.eps, True, g, torch.device("cpu"))
             masked = forward_mask(ids, objective.schedule.mask_prob(t), real, g)
             micro.append({"input_ids": ids, "attention_mask": real, "t": t, "masked": masked})
         out.append(micro)
@@ -99,9 +99,9 @@ class Run:
         seed_everything(cfg.training.seed)
         self.raw = DiffusionTransformer(cfg.model)
         self.model = par.wrap_model(self.raw)
-        self.objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
+        self.objective = MDLMObjective.from_config(cfg.objective, cfg.model)
         self.optimizer, self.groups = par.build_optimizer(self.raw, cfg.optimizer)
-        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, total_steps)
+        self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, total_steps, cfg.optimizer.warmup_iteration)
         self.grad_norms: list[float] = []
 
     def step(self, micro_batches: list[dict[str, torch.Tensor]]) -> float:

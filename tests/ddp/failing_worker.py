@@ -9,15 +9,15 @@ from cli.train_ddp import main
 from diffusionlm.training.trainer import Trainer
 
 FAIL_AT_STEP = 6
-_real_train_step = Trainer._train_step
+_real_step = Trainer.step
 
 
-def _train_step_that_fails_on_rank_1(self: Trainer) -> dict[str, float]:
+def _step_that_fails_on_rank_1(self: Trainer):
     if self.parallel.rank == 1 and self.micro_step >= FAIL_AT_STEP:
         raise RuntimeError(f"injected failure on rank 1 at step {self.micro_step}")
-    return _real_train_step(self)
+    return _real_step(self)
 
 
 if __name__ == "__main__":
-    Trainer._train_step = _train_step_that_fails_on_rank_1
+    Trainer.step = _step_that_fails_on_rank_1
     raise SystemExit(main())

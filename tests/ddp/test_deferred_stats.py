@@ -66,15 +66,15 @@ def test_deferred_statistics_give_the_same_run_on_two_ranks(tmp_path: Path) -> N
 def _signal_worker(rank: int, world_size: int, out: Path, deferred: str) -> None:
     cfg = _config(out, f"stop-{deferred}", deferred, shard=True, steps=40)
     trainer = Trainer(cfg, parallel=DDPContext(cfg.ddp, "cpu"))
-    real_step = trainer._train_step
+    real_step = trainer.step
 
-    def step_then_signal() -> dict:
+    def step_then_signal():
         stats = real_step()
-        if rank == 1 and trainer.micro_step == 4:  # after step 5: SIGTERM to this rank only
+        if rank == 1 and trainer.micro_step == 5:  # after step 5: SIGTERM to this rank only
             os.kill(os.getpid(), signal.SIGTERM)
         return stats
 
-    trainer._train_step = step_then_signal
+    trainer.step = step_then_signal
     result = trainer.fit()
     torch.save({"step": result.step, "interrupted": result.interrupted,
                 "checkpoints": sorted(p.name for p in (result.run_dir / "checkpoints").iterdir())},

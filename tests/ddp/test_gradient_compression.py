@@ -20,7 +20,7 @@ def _grads(cfg, par, batch) -> dict[str, torch.Tensor]:
     seed_everything(0)
     raw = DiffusionTransformer(cfg.model)
     model = par.wrap_model(raw)
-    objective = MDLMObjective.from_config(cfg.diffusion, cfg.model.mask_token_id, cfg.model.pad_token_id)
+    objective = MDLMObjective.from_config(cfg.objective, cfg.model)
     local = rank_slice(batch, par.rank, par.world_size)
     loss, _ = objective(model, {k: local[k] for k in ("input_ids", "attention_mask")},
                         torch.Generator().manual_seed(par.rank), normalizer=100.0)

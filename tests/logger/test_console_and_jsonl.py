@@ -16,7 +16,6 @@ from logger import (
     JsonlFileLogger,
     Logger,
     NoopLogger,
-    RankZeroLogger,
     build_logger,
 )
 from logger.records import clean_value, make_record, to_json_line
@@ -95,20 +94,6 @@ def test_nonzero_rank_is_silent_and_writes_no_file(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert out == "" and err == ""
     assert not (tmp_path / "run").exists()
-
-
-def test_rank_zero_logger_wraps_any_backend():
-    stream = io.StringIO()
-    for rank, expect_output in ((0, True), (3, False)):
-        stream.seek(0)
-        stream.truncate()
-        log = RankZeroLogger(ConsoleLogger(stdout=stream, stderr=stream), rank=rank)
-        log.log({"metrics.loss": 1.0}, step=1)
-        log.info("note")
-        log.log_config({"k": 1})
-        log.log_artifact("x", "y", "model")
-        log.finish()
-        assert bool(stream.getvalue()) is expect_output
 
 
 def test_metrics_file_appends_across_runs_and_repairs_torn_line(tmp_path):

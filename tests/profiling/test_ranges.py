@@ -1,4 +1,5 @@
-"""NVTX switches: env beats config, levels nest, and everything is free when off."""
+"""NVTX switches: levels nest, and everything is free when off (the environment's override is a config
+matter: tests/config)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,7 @@ import pytest
 
 from config.schema import ProfilingConfig
 from profiling import NULL_RANGE, Profiler
-from profiling.ranges import ENV_ENABLE, ENV_LEVEL, NvtxRange, resolve_nvtx
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    monkeypatch.delenv(ENV_ENABLE, raising=False)
-    monkeypatch.delenv(ENV_LEVEL, raising=False)
+from profiling.ranges import NvtxRange
 
 
 def test_off_returns_the_shared_null_context_for_every_level(tmp_path):
@@ -59,22 +54,6 @@ def test_levels_nest_and_ranges_are_built_once(tmp_path):
         pass
     with pytest.raises(KeyError):
         prof.range("x", "loud")
-
-
-def test_environment_beats_config(monkeypatch, tmp_path):
-    monkeypatch.setenv(ENV_ENABLE, "1")
-    monkeypatch.setenv(ENV_LEVEL, "verbose")
-    assert resolve_nvtx(False, "coarse") == (True, "verbose")
-    monkeypatch.setenv(ENV_ENABLE, "0")
-    prof = Profiler(ProfilingConfig(nvtx=True), tmp_path)
-    assert not prof.nvtx_enabled and prof.range("train_step") is NULL_RANGE
-    monkeypatch.setenv(ENV_ENABLE, "maybe")
-    with pytest.raises(ValueError, match="DIFFUSIONLM_NVTX='maybe'"):
-        resolve_nvtx(False, "coarse")
-    monkeypatch.setenv(ENV_ENABLE, "1")
-    monkeypatch.setenv(ENV_LEVEL, "everything")
-    with pytest.raises(ValueError, match="expected one of"):
-        Profiler(ProfilingConfig(), tmp_path)
 
 
 def test_verbose_without_cuda_warns_instead_of_failing(tmp_path):

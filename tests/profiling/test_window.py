@@ -9,13 +9,6 @@ import torch
 
 from config.schema import ProfilingConfig
 from profiling import Profiler, memory
-from profiling.ranges import ENV_ENABLE, ENV_LEVEL
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch):
-    monkeypatch.delenv(ENV_ENABLE, raising=False)
-    monkeypatch.delenv(ENV_LEVEL, raising=False)
 
 
 class _Tiny(torch.nn.Module):

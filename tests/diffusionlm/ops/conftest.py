@@ -1,5 +1,6 @@
 """The kernel tests run the Triton kernels: on a GPU when there is one, otherwise on the CPU through
-Triton's interpreter (the same kernel code, run element by element)."""
+Triton's interpreter (the same kernel code, run element by element). Tests of a kernel take the `kernels`
+fixture, the policy that sends their tensors to it, and pass it to the ops."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import os
 import pytest
 import torch
 
+from diffusionlm.ops import KernelPolicy
+
 pytest.importorskip("triton", reason="Triton is not installed")
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-@pytest.fixture(autouse=True)
-def kernels_on(monkeypatch):
+@pytest.fixture
+def kernels() -> KernelPolicy:
+    """The policy under test: Triton kernels for this device's tensors, the Triton MLP (quack's has its own
+    tests)."""
     if DEVICE == "cpu":
         if os.environ.get("TRITON_INTERPRET") != "1":
             pytest.skip("no GPU, and Triton's interpreter was not chosen before Triton was imported")
-        monkeypatch.setenv("DIFFUSIONLM_TRITON", "interpret")
-    else:
-        monkeypatch.delenv("DIFFUSIONLM_TRITON", raising=False)
+        return KernelPolicy(triton="interpret", mlp="triton")
+    return KernelPolicy(triton="on", mlp="triton")

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 from config import load_config
 from config.schema import ModelConfig
+from diffusionlm.data import iter_texts
 from diffusionlm.data.builtin_corpus import generate_story
 from diffusionlm.tokenizer import (
     TokenizerError,
@@ -106,5 +107,5 @@ def test_load_refuses_tokenizer_with_other_special_ids(tmp_path):
 
 def test_build_tokenizer_trains_on_builtin_and_checks():
     cfg = load_config(None, ["tokenizer.vocab_size=400", "tokenizer.train_docs=100", "model.vocab_size=512"])
-    tok = build_tokenizer(cfg)
+    tok = build_tokenizer(cfg, iter_texts(cfg, "train"))
     assert tok.get_vocab_size() == 400 and tok.token_to_id("<mask>") == 3

@@ -75,16 +75,16 @@ def test_muon_update_is_orthogonalised() -> None:
 
 def test_lr_schedule_warmup_then_cosine_to_floor() -> None:
     cfg = load_config(None, ["optimizer.warmup_iteration=10", "optimizer.min_lr_ratio=0.1"]).optimizer
-    assert lr_multiplier(0, cfg, 100) == pytest.approx(0.1)
-    assert lr_multiplier(9, cfg, 100) == pytest.approx(1.0)
-    assert lr_multiplier(10, cfg, 100) == pytest.approx(1.0)
-    assert lr_multiplier(55, cfg, 100) == pytest.approx(0.55)
-    assert lr_multiplier(100, cfg, 100) == pytest.approx(0.1)
+    assert lr_multiplier(0, cfg, 100, cfg.warmup_iteration) == pytest.approx(0.1)
+    assert lr_multiplier(9, cfg, 100, cfg.warmup_iteration) == pytest.approx(1.0)
+    assert lr_multiplier(10, cfg, 100, cfg.warmup_iteration) == pytest.approx(1.0)
+    assert lr_multiplier(55, cfg, 100, cfg.warmup_iteration) == pytest.approx(0.55)
+    assert lr_multiplier(100, cfg, 100, cfg.warmup_iteration) == pytest.approx(0.1)
     const = load_config(None, ["optimizer.warmup_iteration=0", "optimizer.lr_schedule=constant"]).optimizer
-    assert lr_multiplier(77, const, 100) == 1.0
+    assert lr_multiplier(77, const, 100, const.warmup_iteration) == 1.0
     model, full = _model()
     opt = make_optimizer(param_groups(model, full.optimizer), full.optimizer)
-    sched = make_scheduler(opt, cfg, 100)
+    sched = make_scheduler(opt, cfg, 100, cfg.warmup_iteration)
     assert opt.param_groups[0]["lr"] == pytest.approx(full.optimizer.lr * 0.1)
     opt.step()
     sched.step()

@@ -65,15 +65,15 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path: Path) -> Non
     full = full_trainer.fit()
 
     cut = Trainer(_cfg(tmp_path, *base, "logging.run_name=cut"))
-    real_step = cut._train_step
+    real_step = cut.step
 
-    def step_then_signal() -> dict:
+    def step_then_signal():
         stats = real_step()
-        if cut.micro_step == 2:  # the loop adds this step's 2 micro-steps after we return: stop at 4
+        if cut.micro_step == 4:  # one process agrees to stop at once: the run stops after this step
             os.kill(os.getpid(), signal.SIGTERM)
         return stats
 
-    cut._train_step = step_then_signal
+    cut.step = step_then_signal
     interrupted = cut.fit()
     assert interrupted.interrupted and interrupted.step == 4
     assert (interrupted.run_dir / "checkpoints" / "step_4" / "meta.json").is_file()
@@ -105,12 +105,11 @@ def test_non_finite_losses_skip_then_abort(tmp_path: Path, extra: list[str]) -> 
                "training.num_samples=0", "training.max_consecutive_bad_steps=3", "logging.run_name=bad",
                "logging.backend=console", *extra)
     trainer = Trainer(cfg)
-    trainer._build()
+    trainer.build()
     assert trainer.defer_stats == bool(extra)  # the deferred path: skipped on the device via found_inf
     with torch.no_grad():
         trainer.raw_model.blocks[0].mlp.down.weight.fill_(float("nan"))
     before = trainer.raw_model.embed.weight.detach().clone()
-    trainer._build = lambda: None  # keep the poisoned model
     with pytest.raises(TrainingDiverged, match="3 consecutive steps"):
         trainer.fit()
     assert torch.equal(trainer.raw_model.embed.weight, before), "skipped steps must not update weights"
@@ -153,7 +152,7 @@ def test_profiling_on_leaves_losses_unchanged_and_writes_the_window_trace(tmp_pa
 def test_deferred_statistics_on_needs_fused_adamw(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "optimizer.optimizer_name=muon", "training.deferred_stats=on", "logging.run_name=m")
     with pytest.raises(TrainingError, match="deferred_stats = 'on' needs fused AdamW"):
-        Trainer(cfg)._build()
+        Trainer(cfg).build()
 
 
 def test_collector_is_frozen_after_the_first_step_and_released_after_fit(tmp_path: Path) -> None:
@@ -163,10 +162,10 @@ def test_collector_is_frozen_after_the_first_step_and_released_after_fit(tmp_pat
     cfg = _cfg(tmp_path, "training.max_train_iteration=3", "training.skip_validation=true",
                "training.num_samples=0", "logging.run_name=gc")
     trainer = Trainer(cfg)
-    trainer._build()
-    trainer._train_step()
+    trainer.build()
+    trainer.step()
     assert gc.get_freeze_count() == 0  # the first step still builds long-lived objects
-    trainer._train_step()
+    trainer.step()
     assert gc.get_freeze_count() > 0
     model = weakref.ref(trainer.raw_model)
     trainer.close()
@@ -198,3 +197,34 @@ def test_gradient_clipping_through_fused_adamw_matches_clip_grad_norm(tmp_path: 
         assert a == pytest.approx(b, rel=1e-5)
     for name, value in state_off.items():
         torch.testing.assert_close(state_on[name], value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["reference", "masked_rows"])
+def test_activation_norms_keep_the_loss_path_and_its_numbers(tmp_path: Path, path: str) -> None:
+    """Logging activation norms hooks the blocks; it must not change which loss path runs or what it computes."""
+    base = ["training.max_train_iteration=3", "training.skip_validation=true", "training.num_samples=0",
+            f"objective.loss_path={path}"]
+    plain = Trainer(_cfg(tmp_path, *base, f"logging.run_name=plain-{path}"))
+    plain_losses = plain.fit().losses
+    logged = Trainer(_cfg(tmp_path, *base, f"logging.run_name=norms-{path}", "logging.log_activation_norms=true"))
+    result = logged.fit()
+    assert type(logged.loss) is type(plain.loss)
+    assert logged.objective.uses_masked_rows(logged.device) is (path == "masked_rows")
+    assert result.losses == plain_losses
+    assert all("metrics.act_rms/block1" in m for m in _metrics(result.run_dir) if "metrics.loss" in m)
+
+
+def test_the_resolved_kernel_policy_is_recorded_in_the_run_and_its_checkpoints(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path, "training.max_train_iteration=2", "training.skip_validation=true",
+               "training.num_samples=0", "logging.run_name=kern", "kernels.mlp=pytorch")
+    result = Trainer(cfg).fit()
+    for where in (result.run_dir / "config.toml", result.run_dir / "checkpoints" / "step_2" / "config.toml"):
+        saved = load_config(where, environ={})
+        assert saved.kernels.mlp == "pytorch"
+        assert saved.kernels.resolved == {"triton": "off", "attention": "sdpa", "mlp": "pytorch",
+                                          "fa4_min_scores": 1 << 27, "quack_min_gate_up": 150_000_000}
+
+
+def test_a_kernel_that_cannot_run_here_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(TrainingError, match="kernels.attention = 'fa4' needs a Hopper GPU"):
+        Trainer(_cfg(tmp_path, "kernels.attention=fa4", "logging.run_name=fa4")).build()
