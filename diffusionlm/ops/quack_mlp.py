@@ -55,9 +55,8 @@ def _unpinned() -> str | None:
 
 
 @functools.cache
-def quack_mlp_importable(warn: bool = True) -> bool:
-    """Whether the pinned quack pair is installed and its gated products import (checked once per process;
-    otherwise, with `warn`, one warning says why the MLP takes the Triton path)."""
+def _import_failure() -> str | None:
+    """Why quack's gated products cannot be used here (checked once per process), or None."""
     reason = _unpinned()
     if reason is None:
         try:
@@ -65,7 +64,18 @@ def quack_mlp_importable(warn: bool = True) -> bool:
             from quack.gemm_interface import gemm_dgated, gemm_gated  # noqa: F401
         except Exception as e:  # any failure means the Triton path
             reason = f"its gated products do not import ({type(e).__name__}: {e})"
-    if reason is not None and warn:
+    return reason
+
+
+_warned: list[bool] = []
+
+
+def quack_mlp_importable(warn: bool = True) -> bool:
+    """Whether the pinned quack pair is installed and its gated products import; otherwise, with `warn`, one
+    warning per process says why the MLP takes the Triton path."""
+    reason = _import_failure()
+    if reason is not None and warn and not _warned:
+        _warned.append(True)
         warnings.warn(f"quack is installed but not used: {reason}; the MLP takes the Triton path", stacklevel=2)
     return reason is None
 

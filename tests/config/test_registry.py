@@ -34,7 +34,7 @@ def test_an_objective_refuses_a_family_it_cannot_train() -> None:
 
 
 def test_registration_checks_the_config_class() -> None:
-    with pytest.raises(TypeError, match="must subclass config.model.ModelConfig"):
+    with pytest.raises(TypeError, match=r"must subclass config\.model\.ModelConfig"):
         registry.register_family("bad", MDLMConfig, "x:y")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="`family` default must be 'bad'"):
         registry.register_family("bad", TransformerConfig, "x:y")

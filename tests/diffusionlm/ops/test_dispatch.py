@@ -28,7 +28,7 @@ def test_uses_triton_per_mode_and_device(mode, expected):
 
 def test_the_default_policy_is_pytorch_everywhere():
     """A model built without a policy runs every op's PyTorch path, on any device."""
-    assert PYTORCH == KernelPolicy(triton="off", attention="sdpa", mlp="pytorch")
+    assert KernelPolicy(triton="off", attention="sdpa", mlp="pytorch") == PYTORCH
     assert not any(PYTORCH.uses_triton(t) for t in _tensors().values())
 
 

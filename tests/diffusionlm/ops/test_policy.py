@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from config.kernels import KernelsConfig
-from diffusionlm.ops import PYTORCH, KernelPolicy, KernelUnavailable, resolve_kernels
+from diffusionlm.ops import PYTORCH, KernelPolicy, KernelUnavailable, quack_mlp, resolve_kernels
 from diffusionlm.ops import policy as policy_module
-from diffusionlm.ops import quack_mlp
 
 # the module, not the function of the same name that diffusionlm.ops exports
 attention_module = importlib.import_module("diffusionlm.ops.attention")

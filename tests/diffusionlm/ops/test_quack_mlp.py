@@ -88,15 +88,17 @@ def test_an_unpinned_quack_is_not_used_and_warns_once(monkeypatch):
     monkeypatch.setattr(quack_mlp, "QUACK_INSTALLED", True)
     monkeypatch.setattr(quack_mlp, "is_hopper", lambda device: True)
     monkeypatch.setattr(quack_mlp, "version", {"quack-kernels": "0.6.5", "nvidia-cutlass-dsl": "4.7.1"}.get)
-    quack_mlp.quack_mlp_importable.cache_clear()
+    quack_mlp._import_failure.cache_clear()
+    monkeypatch.setattr(quack_mlp, "_warned", [])
     try:
-        with pytest.warns(UserWarning, match=r"not used: found .*nvidia-cutlass-dsl 4\.7\.1.*nvidia-cutlass-dsl==4\.8\.1"):
+        found_and_pinned = r"not used: found .*nvidia-cutlass-dsl 4\.7\.1.*nvidia-cutlass-dsl==4\.8\.1"
+        with pytest.warns(UserWarning, match=found_and_pinned):
             assert not quack_mlp.quack_mlp_available(torch.device("cuda"))
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert not quack_mlp.quack_mlp_available(torch.device("cuda"))  # checked once per process
     finally:
-        quack_mlp.quack_mlp_importable.cache_clear()  # the next caller checks the real packages
+        quack_mlp._import_failure.cache_clear()  # the next caller checks the real packages
 
 
 needs_quack = pytest.mark.skipif(

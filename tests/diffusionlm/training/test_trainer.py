@@ -226,5 +226,5 @@ def test_the_resolved_kernel_policy_is_recorded_in_the_run_and_its_checkpoints(t
 
 
 def test_a_kernel_that_cannot_run_here_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(TrainingError, match="kernels.attention = 'fa4' needs a Hopper GPU"):
+    with pytest.raises(TrainingError, match=r"kernels\.attention = 'fa4' needs a Hopper GPU"):
         Trainer(_cfg(tmp_path, "kernels.attention=fa4", "logging.run_name=fa4")).build()
