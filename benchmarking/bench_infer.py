@@ -1,15 +1,15 @@
 """diffusionlm-bench-infer: latency and throughput of sampling by iterative unmasking.
 
-For a trained model (`--checkpoint`, a run dir, checkpoint dir or final/ export) or a freshly initialised
-named size (`--size`, speed only: the FLOPs do not depend on the weights), generates `--gen-len` tokens for
-every combination of `--batch-sizes` and `--steps` with the same `generate()` that `diffusionlm-infer`
-uses, and reports per-sample latency (median and p90 over `--reps` timed runs after `--warmup` untimed
-ones), generated tokens/s, time per denoising step and peak memory. Every run must leave no `<mask>`
-behind (checked). `--reference FILE --label NAME` adds the matching lines of
-`../shared/bench/ref_train.py --config NAME --sample` (same batch, steps and length) and the ratios.
+For a trained model (`--checkpoint`, a run dir, checkpoint dir or final/ export) or a freshly initialised named
+size or benchmark preset (`--size`, `--preset`; speed only: the FLOPs do not depend on the weights), generates
+`--gen-len` tokens for every combination of `--batch-sizes` and `--steps` with the same `generate()` that
+`diffusionlm-infer` uses, and reports per-sample latency (median and p90 over `--reps` timed runs after
+`--warmup` untimed ones), generated tokens/s, time per denoising step and peak memory. Every run must leave no
+`<mask>` behind (checked). `--reference FILE` adds the matching lines of `python3 -m benchmarking.reference
+--preset NAME --sample` (same batch, steps and length; NAME from --label or --preset) and the ratios.
 
-GPU: diffusionlm-bench-infer --size small --vocab-size 8192 --context-length 256 --gen-len 256 \\
-         --batch-sizes 1,32 --steps 64,256 --compile --label small --reference ref_sample.jsonl --save
+GPU: diffusionlm-bench-infer --preset small --gen-len 256 --batch-sizes 1,32 --steps 64,256 --compile \\
+         --reference ref_sample.jsonl --save
 """
 
 from __future__ import annotations
@@ -24,22 +24,14 @@ from benchmarking.common import (
     default_result_path,
     device_name,
     git_commit,
+    int_list,
     reference_records,
     summarize,
     write_result,
 )
+from benchmarking.preset import preset_path
 from config import add_config_arguments, config_from_args
 from config.schema import MODEL_SIZES
-
-
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,11 +40,12 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="a trained model: run dir, checkpoint dir or final/ export")
     src.add_argument("--size", choices=list(MODEL_SIZES), help="a freshly initialised model of this size (speed only)")
+    src.add_argument("--preset", help="a freshly initialised model of benchmarking/presets/PRESET.toml (speed only)")
     p.add_argument("--vocab-size", type=int, help="with --size: model.vocab_size")
     p.add_argument("--context-length", type=int, help="with --size: model.context_length")
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample (no prompt)")
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 32], help="comma-separated, e.g. 1,32")
-    p.add_argument("--steps", type=_int_list, default=[64, 256], help="denoising steps, comma-separated")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="comma-separated, e.g. 1,32")
+    p.add_argument("--steps", type=int_list, default=[64, 256], help="denoising steps, comma-separated")
     p.add_argument("--strategy", choices=["low_confidence", "random"], default="low_confidence")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="weights and activations (auto: bf16 on CUDA, fp32 elsewhere)")
@@ -60,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--reps", type=int, default=5, help="timed generations per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed generations first (compilation, allocator)")
-    p.add_argument("--label", help="this model's name in --reference (ref_train.py's --config)")
-    p.add_argument("--reference", metavar="FILE", help="JSON lines of ref_train.py --sample from the same job")
+    p.add_argument("--label", help="this model's name in --reference (the reference's --preset; default: --preset)")
+    p.add_argument("--reference", metavar="FILE",
+                   help="JSON lines of `python3 -m benchmarking.reference --sample` from the same job")
     p.add_argument("--output", metavar="PATH", help="append the record to this results JSON document")
     p.add_argument("--save", action="store_true",
                    help="append to benchmarking/results/bench_infer_<device>_<date>.json")
@@ -69,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_reference(path: str, label: str) -> list[dict[str, Any]]:
-    """ref_train.py's `sample` records for config `label`, one per setting (a repeated setting: the last wins)."""
+    """The reference's `sample` records for config `label`, one per setting (a repeated setting: the last wins)."""
     by_setting = {(r["batch"], r["steps"], r["gen_len"]): r for r in reference_records(path, "sample", label)}
     return list(by_setting.values())
 
@@ -77,10 +71,12 @@ def load_reference(path: str, label: str) -> list[dict[str, Any]]:
 def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """(model in eval mode on its device, model config, where it came from)."""
 
+    import torch
+
     from diffusionlm.device import select_device
     from diffusionlm.inference import ModelLoadError, load_model
-    from diffusionlm.models import DiffusionTransformer
-    from diffusionlm.training.rng import seed_everything
+    from diffusionlm.models import build_model as build_family
+    from diffusionlm.ops import resolve_kernels
 
     device = select_device(args.device)
     if args.checkpoint:
@@ -90,9 +86,10 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
             raise SystemExit(f"error: {e}") from None
         return model, cfg.model, str(args.checkpoint)
     cfg = config_from_args(args, "train.toml")
-    seed_everything(cfg.training.seed)
-    model = DiffusionTransformer(cfg.model).to(device).eval()
-    return model, cfg.model, f"random init, size {cfg.model.size}"
+    torch.manual_seed(cfg.training.seed)
+    model = build_family(cfg.model, resolve_kernels(cfg.kernels, device)).to(device).eval()
+    origin = f"random init, preset {args.preset}" if args.preset else f"random init, size {cfg.model.size}"
+    return model, cfg.model, origin
 
 
 def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: argparse.Namespace,
@@ -139,15 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reps < 1 or args.warmup < 0 or args.gen_len < 1:
         parser.error("--reps and --gen-len must be >= 1, --warmup >= 0")
+    args.label = args.label or args.preset
     if args.reference and not args.label:
-        parser.error("--reference needs --label (the reference's config name, e.g. small)")
+        parser.error("--reference needs --label or --preset (the reference's config name, e.g. small)")
     if args.checkpoint and (args.vocab_size or args.context_length):
         parser.error("--vocab-size/--context-length set up a fresh model (--size); a checkpoint brings its own")
-    args.overrides = list(args.overrides) + [f"model.size={args.size or 'tiny'}"] + [
+    if args.preset:
+        try:
+            args.config = str(preset_path(args.preset))
+        except ValueError as e:
+            parser.error(str(e))
+    sized = [] if args.preset and not args.size else [f"model.size={args.size or 'tiny'}"]
+    args.overrides = list(args.overrides) + sized + [
         f"{key}={value}" for key, value in (("model.vocab_size", args.vocab_size),
                                             ("tokenizer.vocab_size", args.vocab_size),
                                             ("model.context_length", args.context_length),
-                                            ("inference.total_length", args.context_length)) if value]
+                                            ) if value]
     ref = load_reference(args.reference, args.label) if args.reference else None
     model, model_cfg, origin = build_model(args)
     if args.gen_len > model_cfg.context_length:

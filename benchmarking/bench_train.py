@@ -2,7 +2,7 @@
 
 Builds a `Trainer` from the config (no logging, no validation, no samples, a temporary run directory),
 then times `Trainer.step()` (data fetch, forward, backward, clipping, optimizer) after a warm-up that
-absorbs compilation. `--preset NAME` starts from benchmarking/presets/NAME.toml. Device time comes from
+absorbs compilation. `--preset NAME` starts from benchmarking/presets/NAME.toml. Step times come from
 CUDA events on a GPU, from perf_counter on a CPU.
 Prints one JSON document: tokens/s, step time (median, p90), MFU with its formula and peak, peak memory,
 data-wait fraction. `--reference` adds the plain-PyTorch reference's figure from the same job and ratios.
@@ -256,7 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--label", help="name of this configuration in results and in --reference "
                         "(default: the preset's name)")
     parser.add_argument("--reference", metavar="FILE",
-                        help="JSON lines of ../shared/bench/ref_train.py from the same job; adds ratios for --label")
+                        help="JSON lines of `python3 -m benchmarking.reference` from the same job; adds ratios for "
+                        "--label")
     parser.add_argument("--output", metavar="PATH", help="append the record to this results JSON document")
     parser.add_argument("--save", action="store_true",
                         help="append to benchmarking/results/bench_train_<device>_<date>.json")

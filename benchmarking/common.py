@@ -76,6 +76,19 @@ def peak_flops(name: str) -> float | None:
     return None
 
 
+def int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers ("1,32")."""
+    import argparse
+
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated q-th percentile (q in [0, 100]) of a non-empty list."""
     if not values:
@@ -183,8 +196,8 @@ class GcPauses:
 
 
 def reference_records(path: str | Path, bench: str, label: str) -> list[dict[str, Any]]:
-    """The JSON lines of `../shared/bench/ref_train.py`'s output with this `bench` and `config` label, in order
-    (the script also prints non-JSON progress lines, skipped here)."""
+    """The JSON lines of the reference's output (`python3 -m benchmarking.reference`) with this `bench` and
+    `config` label, in order (lines that are not JSON objects are skipped)."""
     found = []
     for line in Path(path).read_text(encoding="utf-8").splitlines():
         line = line.strip()

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from benchmarking.common import device_name
+from benchmarking.common import device_name, int_list
 from benchmarking.preset import preset_names, preset_path
 from config.schema import MODEL_SIZES
 
@@ -234,16 +234,6 @@ def bench_sample(args: argparse.Namespace, shape: Shape, device: torch.device) -
     return records
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python3 -m benchmarking.reference", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,8 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     for flag in ("batch-size", "context-length", "vocab-size", "d-model", "n-layers", "n-heads"):
         p.add_argument(f"--{flag}", type=int, help="override the preset's value")
-    p.add_argument("--batch-sizes", type=_int_list, default=[1, 32], help="--sample: comma-separated batch sizes")
-    p.add_argument("--sample-steps", type=_int_list, default=[64, 256], help="--sample: denoising step counts")
+    p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="--sample: comma-separated batch sizes")
+    p.add_argument("--sample-steps", type=int_list, default=[64, 256], help="--sample: denoising step counts")
     p.add_argument("--gen-len", type=int, default=256, help="--sample: tokens generated per sample")
     p.add_argument("--reps", type=int, default=5, help="--sample: timed generations per setting (median)")
     return p

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, SerializeAsAny, ValidationInfo, field_validator, model_validator
 
 from config import registry
 from config.kernels import KernelsConfig
@@ -174,7 +174,8 @@ class DDPConfig(Section):
         "on the wire, the averaged gradient rounded once to it")
     nccl_protocol: Literal["auto", "Simple", "LL", "LL128"] = Field(
         "auto", description="NCCL_PROTO for every NCCL collective of the run (nccl backend only); auto leaves the "
-        "choice to NCCL's tuner, which picked LL for 25 MB buckets on 4 H200s (see benchmarking/README.md)")
+        "choice to NCCL's tuner, which picked LL for 25 MB buckets on 4 H200s "
+        "(benchmarking/reports/2026-11-22-ddp-scaling.md)")
     find_unused_parameters: bool = False
     timeout_s: float = Field(600.0, gt=0)
     max_restarts: int = Field(0, ge=0)
@@ -238,21 +239,18 @@ class Config(Section):
             data["objective"] = {"name": "mdlm", **data.pop("diffusion")}
         return data
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "objective", mode="before")
     @classmethod
-    def _family_section(cls, value: Any) -> Any:
-        if isinstance(value, ModelConfig):
+    def _plugin_section(cls, value: Any, info: ValidationInfo) -> Any:
+        """The section of the family / objective its `family` / `name` key names, validated by its own class."""
+        base, lookup, key, default = {
+            "model": (ModelConfig, registry.family, "family", "transformer"),
+            "objective": (ObjectiveConfig, registry.objective, "name", "mdlm"),
+        }[info.field_name]
+        if isinstance(value, base):
             return value
         data = dict(value or {})
-        return registry.family(data.get("family", "transformer")).config.model_validate(data)
-
-    @field_validator("objective", mode="before")
-    @classmethod
-    def _objective_section(cls, value: Any) -> Any:
-        if isinstance(value, ObjectiveConfig):
-            return value
-        data = dict(value or {})
-        return registry.objective(data.get("name", "mdlm")).config.model_validate(data)
+        return lookup(data.get(key, default)).config.model_validate(data)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Config:

@@ -200,7 +200,7 @@ def kill_training(session: RemoteSession, run_name: str | None, *, yes: bool, gr
             return target
     q = shlex.quote("=" + target)
     # Ctrl-C first so the trainer can finish its step and write a checkpoint; then make sure.
-    # send-keys wants a pane target: `=name:` is the exact session's current window.
+    # send-keys wants a pane target: `=name:` is the current window of the tmux session of exactly that name.
     session.run(f"tmux send-keys -t {shlex.quote('=' + target + ':')} C-c", "interrupt training", check=False)
     deadline = time.monotonic() + grace_s
     how = "killed"

@@ -5,14 +5,15 @@ Base is d768, 12 heads of 64, T=1024, batch 64 (65,536 positions). On Hopper wit
 times the training attention paths (`ops.rotary_attention` with and without FlashAttention-4's backward),
 and with quack the MLP's two paths (`ops.swiglu_mlp`: Triton kernels, or quack's gated products).
 Prints one line per kernel with its time (median of triton.testing.do_bench) and TFLOP/s, so a profile of
-the training step can be read against what each kernel does alone. Used for the base analysis in
-benchmarking/README.md:
+the training step can be read against what each kernel does alone (benchmarking/reports/
+2026-11-22-hopper-attention.md, -hopper-mlp.md, -triton-kernels.md):
 
     python3 scripts/microbench_base_kernels.py
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
@@ -133,7 +134,9 @@ def rotary_kernel() -> None:
     cos, sin = rotary_angles()
     grads = [torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
     results = {}
-    for name, fn in (("compiled", ops.rotary_qkv_reference), ("ours", ops.rotary_qkv)):
+    triton = ops.KernelPolicy(triton="on")
+    for name, fn in (("compiled", ops.rotary_qkv_reference), ("ours", functools.partial(ops.rotary_qkv,
+                                                                                         kernels=triton))):
         f = torch.compile(fn)
 
         def step(f=f):
@@ -150,11 +153,9 @@ def rotary_kernel() -> None:
 def rotary_attention_paths() -> None:
     """ops.rotary_attention, compiled, forward + backward: cuDNN both ways against cuDNN's forward with
     FlashAttention-4's backward (Hopper with flash-attn-4 only), with the largest gradient difference."""
-    import os
-
     import diffusionlm.ops as ops
 
-    if not ops.fa4_backward_available(torch.device("cuda")):
+    if not (ops.FA4_INSTALLED and torch.cuda.get_device_capability()[0] == 9):
         print("rotary attention: FlashAttention-4's backward not available here (needs Hopper and flash-attn-4)")
         return
     qkv = torch.randn(B, T, 3, H, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
@@ -162,9 +163,9 @@ def rotary_attention_paths() -> None:
     grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16)
     results = {}
     for mode in ("sdpa", "auto"):
-        os.environ["DIFFUSIONLM_ATTENTION"] = mode
-        torch._dynamo.reset()  # the setting is read when torch.compile traces
-        f = torch.compile(ops.rotary_attention)
+        kernels = ops.KernelPolicy(triton="on", attention="fa4" if mode == "auto" else "sdpa")
+        torch._dynamo.reset()
+        f = torch.compile(functools.partial(ops.rotary_attention, kernels=kernels))
 
         def step(f=f):
             f(qkv, cos, sin).backward(grad)
@@ -172,7 +173,6 @@ def rotary_attention_paths() -> None:
         step()
         results[mode] = (bench(step, [qkv]), qkv.grad.clone())
         qkv.grad = None
-    os.environ.pop("DIFFUSIONLM_ATTENTION")
     diff = (results["auto"][1].float() - results["sdpa"][1].float()).abs().max()
     print(f"rotary attention fwd+bwd: cuDNN forward + FA4 backward {results['auto'][0]:.3f} ms  cuDNN both ways "
           f"{results['sdpa'][0]:.3f} ms  max |diff| of the gradient {diff:.3g}")
@@ -196,9 +196,8 @@ def swiglu_mlp_backward() -> None:
 def mlp_paths() -> None:
     # the whole MLP forward + backward at base's shape, as the model runs it: Triton path, then quack's
     # (Triton's TMA descriptors fail in a process once quack's kernels have run, so the order matters)
-    import os
-
-    from diffusionlm.ops import quack_mlp, swiglu_mlp
+    from diffusionlm.ops import KernelPolicy, quack_mlp
+    from diffusionlm.ops import swiglu_mlp as ops_swiglu_mlp
 
     x = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     gate_up = (0.02 * torch.randn(2 * FFN, D_MODEL, device="cuda")).to(torch.bfloat16).requires_grad_()
@@ -206,10 +205,14 @@ def mlp_paths() -> None:
     grad = torch.randn(B * T, D_MODEL, device="cuda", dtype=torch.bfloat16)
     results = {}
     for mode in ("triton", "auto"):
-        os.environ["DIFFUSIONLM_MLP"] = mode
-        if mode == "auto" and not quack_mlp.quack_mlp_enabled(x, FFN):
+        kernels = KernelPolicy(triton="on", mlp="quack" if mode == "auto" else "triton", quack_min_gate_up=0)
+        if mode == "auto" and not quack_mlp.quack_mlp_available(x.device):
             print("mlp quack: not available here")
             break
+
+        def swiglu_mlp(*args, kernels=kernels):
+            return ops_swiglu_mlp(*args, kernels)
+
         swiglu_mlp(x, gate_up, down).backward(grad)  # compile (quack: and tune) before timing
         torch.cuda.synchronize()
         results[mode] = (bench(lambda: swiglu_mlp(x, gate_up, down), None),
@@ -219,7 +222,6 @@ def mlp_paths() -> None:
         for t in (x, gate_up, down):
             t.grad = None
         results[mode] += (grads,)
-    os.environ.pop("DIFFUSIONLM_MLP")
     line = "mlp fwd+bwd " + "  ".join(f"{m} fwd {f:.3f} ms fwd+bwd {fb:.3f} ms" for m, (f, fb, _) in results.items())
     if len(results) == 2:
         diffs = [(a.float() - b.float()).abs().max().item() for a, b in zip(results["triton"][2], results["auto"][2])]

@@ -74,7 +74,6 @@ class BatchProducer:
         # Tokens are re-read cheaply by index only from pre-tokenized random-access sources.
         self.by_ref = bool(source.random_access and not source.text)
         self.shuffle_buf: list[Any] = []  # global document indices when by_ref, else token arrays
-        self._whole_batch_packing = True  # tests turn it off to compare against the row-by-row path
         self.pack_buf = np.zeros(0, dtype=np.int64)
         if state is not None:
             self.load_state_dict(state)
@@ -154,7 +153,7 @@ class BatchProducer:
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         s = self.spec
-        if s.packing and s.random_trunc_prob == 0 and self._whole_batch_packing:
+        if s.packing and s.random_trunc_prob == 0:
             self.batches += 1
             return {"input_ids": torch.from_numpy(self._packed_batch())}
         ids = np.full((s.batch_size, s.context_length), s.pad_id, dtype=np.int64)

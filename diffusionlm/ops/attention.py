@@ -8,7 +8,7 @@ On Hopper GPUs with FlashAttention-4 installed (the `flash-attn-4` package: CuTe
 first use), a training step takes cuDNN's forward and FlashAttention-4's backward. At base's shape
 (64 x 1024 tokens, 12 heads of 64) on an H100, cuDNN's forward took 0.46 ms against FlashAttention-4's
 0.51 ms, and FlashAttention-4's backward 1.27 ms against cuDNN's 1.47 ms (benchmarking/results/
-microbench_kernels_h100_2026-11-22.json, call U). The two compute the same function and share what the
+microbench_kernels_h100_2026-11-22.json). The two compute the same function and share what the
 backward needs: the output and the per-row natural-log logsumexp of the scaled scores.
 
 Taken where `[kernels] attention` resolves to "fa4" (ops/policy.py), and per call only where it is exact and

@@ -7,7 +7,7 @@ gradient. So the activation's forward pass over the [M, 2 x hidden] product is n
 own, and neither is its backward. At base's shape on an H100 (65,536 rows, 768 -> 2 x 2048 -> 768), the
 forward took 0.65 ms against 0.86 ms for cuBLAS plus our SwiGLU kernel, the fused backward product 0.57 ms
 against 0.64 ms for our Triton one, and the MLP forward and backward 3.17 ms against 3.43 ms (quack 0.6.5;
-benchmarking/results/microbench_kernels_h100_2026-11-22.json, call 8A).
+benchmarking/results/microbench_kernels_h100_2026-11-22.json).
 
 quack's gated epilogues pair gate and up as adjacent columns, so the gate/up weight goes in with its rows
 interleaved (gate row i, then up row i): a copy of a 6 MB weight per step, differentiated by autograd like

@@ -60,7 +60,23 @@ def test_body_params_exclude_embedding_and_head_tied_or_not():
         cfg.tie_embeddings, cfg.n_layers = tie, 1
         model = DiffusionTransformer(cfg)
         blocks = sum(p.numel() for p in model.blocks.parameters()) + model.norm.weight.numel()
-        assert bench_train.body_params(model) == blocks
+        assert model.num_params(include_embeddings=False) == blocks  # the body the FLOP formula counts
+
+
+def test_a_preset_is_passed_by_name_and_recorded(capsys):
+    argv = ["--preset", "small", "--context-length", "32", "--batch-size", "2", "--steps", "1", "--warmup", "0",
+            "--no-compile", "--precision", "fp32", "--set", "model.n_layers=1", "--set", "tokenizer.train_docs=300",
+            "--set", "data.builtin_num_stories=300", "--set", "tokenizer.vocab_size=512"]
+    assert bench_train.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["label"] == "small" and record["config"]["preset"] == "small"
+    assert record["config"]["d_model"] == 384 and record["config"]["vocab_size"] == 8192
+    assert record["config"]["optimizer"] == "adamw" and record["config"]["residual_in_fp32"] is False
+    assert record["kernels"] == {"triton": "off", "attention": "sdpa", "mlp": "pytorch",
+                                 "fa4_min_scores": 1 << 27, "quack_min_gate_up": 150_000_000}
+    with pytest.raises(SystemExit) as exc:
+        bench_train.main(["--preset", "huge"])
+    assert exc.value.code == 2 and "known presets: base, medium, small" in capsys.readouterr().err
 
 
 def test_missing_shards_dir_is_a_clear_error(tmp_path):

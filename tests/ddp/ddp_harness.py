@@ -103,6 +103,7 @@ class Run:
         self.optimizer, self.groups = par.build_optimizer(self.raw, cfg.optimizer)
         self.scheduler = make_scheduler(self.optimizer, cfg.optimizer, total_steps, cfg.optimizer.warmup_iteration)
         self.grad_norms: list[float] = []
+        self.grads: list[dict[str, torch.Tensor]] = []  # each step's averaged, clipped gradients
 
     def step(self, micro_batches: list[dict[str, torch.Tensor]]) -> float:
         par, accum = self.par, len(micro_batches)
@@ -118,6 +119,8 @@ class Run:
             loss_sum += loss.detach()
         norm = torch.nn.utils.clip_grad_norm_(self.raw.parameters(), self.cfg.optimizer.grad_clip)
         self.grad_norms.append(norm.item())
+        self.grads.append({n: p.grad.detach().clone()
+                           for n, p in self.raw.named_parameters(remove_duplicate=False) if p.grad is not None})
         par.optimizer_step(self.optimizer, None)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

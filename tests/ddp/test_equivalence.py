@@ -1,10 +1,13 @@
 """N gloo ranks with per-rank batch B/N == one process with batch B, for AdamW and Muon, with and
 without optimizer-state sharding; and sharded state is ~1/N of the unsharded total.
 
-Muon orthogonalises in bfloat16, so fp32-rounding differences in the gradients (sums in another order)
-flip bf16 roundings: measured, a 1e-7 relative gradient perturbation moves Muon weights by ~2e-5 after one
-step and ~3e-3 after three (AdamW: 4e-9 / 2e-7). Muon weights are therefore compared after the first
-step at the bf16 floor, its losses over all steps, and sharded vs unsharded Muon must match bit for bit.
+The averaged gradients themselves must match the one-process gradients at fp32 rounding, every step. The
+optimizers then amplify rounding differences (sums in another order) where their update is ill-conditioned:
+Muon orthogonalises in bfloat16 (measured: a 1e-7 relative gradient perturbation moves Muon weights by ~2e-5
+after one step and ~3e-3 after three), and Adam's first steps normalise each element by its own magnitude, so
+an element whose gradient is within rounding noise of zero can take a different step of up to lr. So AdamW
+weights must match to 1e-5 except at such elements (at most 1%, each within its possible steps), Muon weights
+after the first step at the bf16 floor, the losses over all steps, and sharded vs unsharded bit for bit.
 """
 
 from __future__ import annotations
@@ -63,7 +66,8 @@ def _ddp_worker(rank: int, world_size: int, out: Path) -> None:
         run = Run(cfg, par, STEPS)
         losses, first = _train(run, cfg)
         state_bytes = run.optimizer.local_state_bytes() if shard else _state_bytes(run.optimizer)
-        results[(optimizer, shard)] = {"losses": losses, "grad_norms": run.grad_norms, "first": first,
+        results[(optimizer, shard)] = {"losses": losses, "grad_norms": run.grad_norms, "grads": run.grads,
+                                       "first": first,
                                        "params": run.params(), "state_bytes": state_bytes,
                                        "largest": _largest_state(run.optimizer)}
         par.close()
@@ -74,8 +78,33 @@ def _reference(optimizer: str) -> dict:
     cfg = tiny_config(optimizer)
     run = Run(cfg, SingleProcess(), STEPS)
     losses, first = _train(run, cfg)
-    return {"losses": losses, "grad_norms": run.grad_norms, "first": first, "params": run.params(),
-            "state_bytes": _state_bytes(run.optimizer)}
+    return {"losses": losses, "grad_norms": run.grad_norms, "grads": run.grads, "first": first,
+            "params": run.params(), "state_bytes": _state_bytes(run.optimizer), "lr": cfg.optimizer.lr}
+
+
+def _assert_same_first_gradients(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor], where: str) -> None:
+    """The first step's averaged gradient (same weights on both sides) equals the one-process gradient up to
+    fp32 rounding of the sums."""
+    for name, r in ref.items():
+        torch.testing.assert_close(got[name], r, rtol=0, atol=1e-4 * r.abs().max().item() + 1e-12,
+                                   msg=lambda m, at=f"{where}: first gradient of {name}": f"{at}: {m}")
+
+
+def _assert_adamw_params_close(got: dict[str, torch.Tensor], ref: dict[str, torch.Tensor],
+                               got_grads: dict[str, torch.Tensor], ref_grads: dict[str, torch.Tensor], lr: float,
+                               where: str) -> None:
+    """AdamW weights to 1e-5, except at elements whose first gradient the sums' order moved by more than 0.1%
+    of its size (Adam normalises each element by its own magnitude, so there rounding noise is a visible part
+    of the step): at most 1% of the elements, each within the lr of its steps."""
+    fragile_total = elements = 0
+    for name, value in ref.items():
+        diff = (got[name] - value).abs()
+        noise = (got_grads[name] - ref_grads[name]).abs()
+        fragile = noise > 1e-3 * ref_grads[name].abs()
+        assert (diff[~fragile] <= 1e-5).all(), f"{where}: {name} differs by {diff[~fragile].max().item()}"
+        assert (diff[fragile] <= 2 * lr * STEPS).all(), f"{where}: {name} (noise-dominated elements) differs"
+        fragile_total, elements = fragile_total + int(fragile.sum()), elements + value.numel()
+    assert fragile_total <= 0.01 * elements, f"{where}: {fragile_total} of {elements} elements noise-dominated"
 
 
 @pytest.mark.slow
@@ -96,9 +125,9 @@ def test_ranks_equal_one_process_and_shards_hold_a_fraction_of_the_state(world_s
                 # the averaged gradient itself (Adam and Muon updates hide its scale; clipping does not)
                 assert got["grad_norms"][0] == pytest.approx(ref["grad_norms"][0], rel=1e-5), where
                 if optimizer == "adamw":
-                    for name, value in ref["params"].items():
-                        torch.testing.assert_close(got["params"][name], value, rtol=0, atol=1e-5,
-                                                   msg=lambda m, at=f"{where}: {name}": f"{at}: {m}")
+                    _assert_same_first_gradients(got["grads"][0], ref["grads"][0], where)
+                    _assert_adamw_params_close(got["params"], ref["params"], got["grads"][0], ref["grads"][0],
+                                               ref["lr"], where)
                 else:
                     _assert_within_bf16_noise(got["first"], ref["first"], init, where)
         # sharded == unsharded exactly: the same per-parameter update on the same averaged gradients

@@ -11,7 +11,7 @@ import pytest
 
 from config import load_config
 from ddp.sharding import assign_owners
-from diffusionlm.data import build_stream
+from diffusionlm.data import build_stream, iter_texts
 from diffusionlm.data.selection import Selection
 from diffusionlm.tokenizer import build_tokenizer
 from diffusionlm.training.run_dir import truncate_metrics_after
@@ -31,7 +31,7 @@ def test_no_document_is_seen_by_two_ranks_in_one_epoch(tmp_path: Path, world_siz
         # a shuffle buffer larger than an epoch would mix the next epoch into this one's rows
         "data.shuffle_buffer_size=0",
     ])
-    tok = build_tokenizer(cfg)
+    tok = build_tokenizer(cfg, iter_texts(cfg, "train"))
     seen: list[list[int]] = []
     for rank in range(world_size):
         # an epoch of this rank: the documents its slot owns (the stream itself does not say when it ends)

@@ -52,7 +52,7 @@ def _train(prof: Profiler, steps: int, instrument: bool = False) -> list[float]:
 
 
 class _SeamRecorder(Profiler):
-    """Records the device calls (the seams) so we can check when cudaProfilerStart/Stop would fire."""
+    """Records the CUDA profiler calls (the seams) so we can check when cudaProfilerStart/Stop would fire."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.calls: list[str] = []

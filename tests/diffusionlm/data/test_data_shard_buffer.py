@@ -7,6 +7,7 @@ restored state must continue them exactly, while the state stays small enough to
 import io
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,10 +51,11 @@ def test_whole_batch_packing_and_index_buffer_match_row_by_row_token_buffer(tiny
     # 60 batches of 128 x 256 tokens pass the end of the ~1.5M-token epoch, so the wrap is covered too
     fast = _producer(tinystories_shards, batch_size=128, context_length=256)
     reference = _producer(tinystories_shards, batch_size=128, context_length=256)
-    reference._whole_batch_packing = False
     reference.by_ref = False  # before the first batch: the reference buffer holds token arrays
     got = [fast.next_batch() for _ in range(60)]
-    want = [reference.next_batch() for _ in range(60)]
+    # the row-by-row path (what unpacked or randomly truncated batches take), row for row
+    want = [{"input_ids": torch.from_numpy(np.stack([reference._next_row() for _ in range(128)]))}
+            for _ in range(60)]
     assert fast.epoch == reference.epoch == 1
     assert _same_batches(got, want)
     assert len(fast.shuffle_buf) == BUFFER and all(isinstance(g, int) for g in fast.shuffle_buf)

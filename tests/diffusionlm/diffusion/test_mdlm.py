@@ -92,7 +92,7 @@ def test_padding_is_never_scored_and_loss_has_no_nan() -> None:
                              "tokenizer.vocab_size=64", "model.context_length=16", "inference.total_length=16"])
     torch.manual_seed(0)
     model = DiffusionTransformer(cfg.model)
-    obj = MDLMObjective.from_config(cfg.objective, 3, 0)
+    obj = MDLMObjective.from_config(cfg.objective, cfg.model)
     x0 = torch.randint(5, 64, (4, 16))
     attn = torch.ones(4, 16, dtype=torch.bool)
     attn[:, 8:] = False
@@ -112,7 +112,7 @@ def test_one_optimizer_step_on_a_fixed_batch_reduces_the_loss() -> None:
                              "tokenizer.vocab_size=64", "model.context_length=32", "inference.total_length=32"])
     torch.manual_seed(0)
     model = DiffusionTransformer(cfg.model)
-    obj = MDLMObjective.from_config(cfg.objective, 3, 0)
+    obj = MDLMObjective.from_config(cfg.objective, cfg.model)
     batch = {"input_ids": torch.randint(5, 64, (8, 32))}
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
