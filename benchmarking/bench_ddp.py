@@ -99,6 +99,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     gathered: list[Any] = [None] * par.world_size
     dist.all_gather_object(gathered, per_rank)
     n_params = trainer.raw_model.num_params()
+    kernels = trainer.kernels.record()
     del trainer, opt
     gc.collect()
     if cuda:
@@ -108,6 +109,7 @@ def measure(args: argparse.Namespace, size: str, shard: bool) -> dict[str, Any] 
     step_time = sum(timed["step_s"])
     return {
         "size": size, "world_size": par.world_size, "shard_optimizer_state": shard, "optimizer": args.optimizer,
+        "kernels": kernels,
         "params": n_params, "per_gpu_batch": args.batch_size, "context_length": args.context_length,
         "global_batch": args.batch_size * par.world_size, "steps": args.steps,
         "tokens_per_s": sum(timed["tokens"]) / step_time,

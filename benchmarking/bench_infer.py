@@ -68,8 +68,8 @@ def load_reference(path: str, label: str) -> list[dict[str, Any]]:
     return list(by_setting.values())
 
 
-def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """(model in eval mode on its device, model config, where it came from)."""
+def build_model(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
+    """(model in eval mode on its device, model config, where it came from, its kernel policy)."""
 
     import torch
 
@@ -78,18 +78,19 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from diffusionlm.models import build_model as build_family
     from diffusionlm.ops import resolve_kernels
 
-    device = select_device(args.device)
-    if args.checkpoint:
-        try:
-            model, cfg, _ = load_model(args.checkpoint, device)
-        except (ModelLoadError, ValueError, OSError) as e:
-            raise SystemExit(f"error: {e}") from None
-        return model, cfg.model, str(args.checkpoint)
     cfg = config_from_args(args, "train.toml")
+    device = select_device(args.device)
+    try:
+        kernels = resolve_kernels(cfg.kernels, device)
+        if args.checkpoint:
+            model, run_cfg, _ = load_model(args.checkpoint, device, kernels)
+            return model, run_cfg.model, str(args.checkpoint), kernels
+    except (ModelLoadError, ValueError, OSError) as e:
+        raise SystemExit(f"error: {e}") from None
     torch.manual_seed(cfg.training.seed)
-    model = build_family(cfg.model, resolve_kernels(cfg.kernels, device)).to(device).eval()
+    model = build_family(cfg.model, kernels).to(device).eval()
     origin = f"random init, preset {args.preset}" if args.preset else f"random init, size {cfg.model.size}"
-    return model, cfg.model, origin
+    return model, cfg.model, origin, kernels
 
 
 def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: argparse.Namespace,
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                                             ("model.context_length", args.context_length),
                                             ) if value]
     ref = load_reference(args.reference, args.label) if args.reference else None
-    model, model_cfg, origin = build_model(args)
+    model, model_cfg, origin, kernels = build_model(args)
     if args.gen_len > model_cfg.context_length:
         print(f"error: --gen-len {args.gen_len} exceeds the model's context_length {model_cfg.context_length}",
               file=sys.stderr)
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                    "vocab_size": model_cfg.vocab_size, "context_length": model_cfg.context_length,
                    "params": sum(p.numel() for p in model.parameters()), "dtype": str(dtype).removeprefix("torch."),
                    "compile": args.compile, "strategy": args.strategy, "reps": args.reps, "warmup": args.warmup},
+        "kernels": kernels.record(),
         "timer": "perf_counter around generate(), CUDA synchronized" if device.type == "cuda" else "perf_counter",
         "figures": figures,
     }

@@ -68,3 +68,13 @@ def test_bad_input_is_refused_with_a_message(tmp_path: Path, capsys) -> None:
         ref = tmp_path / "ref.jsonl"
         ref.write_text('{"bench": "train", "config": "tiny"}\n')
         bench_infer.main([*FRESH, "--label", "tiny", "--reference", str(ref)])
+
+
+def test_a_preset_model_is_built_by_name_and_its_kernels_recorded(capsys) -> None:
+    argv = ["--preset", "small", "--set", "model.n_layers=1", "--set", "model.context_length=32", "--gen-len", "8",
+            "--batch-sizes", "1", "--steps", "2", "--reps", "1", "--warmup", "0", "--precision", "fp32"]
+    assert bench_infer.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["label"] == "small" and record["config"]["model"] == "random init, preset small"
+    assert record["config"]["d_model"] == 384 and record["config"]["vocab_size"] == 8192
+    assert record["kernels"]["triton"] == "off" and record["kernels"]["attention"] == "sdpa"
