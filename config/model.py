@@ -24,12 +24,19 @@ MODEL_SIZES: dict[str, tuple[int, int, int]] = {
 }
 
 
+# Attention memory grows with the square of the context: one layer's bf16 scores at 65,536 tokens already take 8 GiB
+# per head and sequence where no fused kernel applies (a CPU, a padding mask), and a step that large cannot react to
+# a stop signal for minutes. Longer contexts are a different model (block diffusion, sliding windows).
+MAX_CONTEXT = 65_536
+
+
 class ModelConfig(Section):
     """Settings every family has: the vocabulary, the longest sequence, the special ids, the device."""
 
     family: str = Field("transformer", description="model family, a name in config.registry.FAMILIES")
     vocab_size: int = Field(8192, gt=5)
-    context_length: int = Field(256, gt=0, description="longest sequence the model is built for, in tokens")
+    context_length: int = Field(256, ge=2, le=MAX_CONTEXT, description="longest sequence the model is built for, in "
+                                "tokens (a masked model needs at least two; at most MAX_CONTEXT)")
     pad_token_id: int = 0
     bos_token_id: int = 1
     eos_token_id: int = 2

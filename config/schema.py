@@ -100,7 +100,8 @@ class OptimizerConfig(Section):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     fused: Literal["auto", "on", "off"] = "auto"
-    grad_clip: float = Field(1.0, ge=0, description="max global grad L2 norm; 0 disables clipping")
+    grad_clip: float = Field(1.0, ge=0, allow_inf_nan=True,
+                             description="max global grad L2 norm; 0 (or inf) disables clipping")
     warmup_iteration: int = Field(100, ge=0, description="micro-steps of linear warmup")
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = Field(0.1, ge=0, le=1)
@@ -258,6 +259,10 @@ class Config(Section):
         if self.model.family not in trains:
             raise ValueError(f"objective {self.objective.name!r} cannot train model family {self.model.family!r} "
                              f"(it trains: {', '.join(trains)})")
+        if self.optimizer.warmup_iteration > self.training.max_train_iteration:
+            raise ValueError(f"optimizer.warmup_iteration ({self.optimizer.warmup_iteration}) exceeds "
+                             f"training.max_train_iteration ({self.training.max_train_iteration}): the run would end "
+                             "before its learning rate warms up")
         # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
         trains_one = self.tokenizer.path is None and self.data.source != "shards"
         if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:

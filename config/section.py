@@ -1,4 +1,5 @@
-"""The base of every config section: unknown keys are errors, assignments are validated."""
+"""The base of every config section: unknown keys are errors, assignments are validated, and no number may be
+infinite or NaN unless its field says so (optimizer.grad_clip = inf means no clipping)."""
 
 from __future__ import annotations
 
@@ -6,4 +7,4 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

@@ -56,8 +56,10 @@ def launch_workers(worker_args: list[str], nproc: int, restarts: int, module: st
                    extra_launcher_args: list[str] | None = None) -> int:
     """Run `python -m <module> <worker_args>` on `nproc` local processes through torchrun's machinery.
 
-    Returns the job's exit code: 0, or the first failed worker's code (1 when it died from a signal).
+    Returns the job's exit code: 0; 130 when the launcher itself was stopped by SIGINT/SIGTERM (after the
+    workers' checkpoint); or the first failed worker's code (1 when it died from a signal).
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -69,6 +71,12 @@ def launch_workers(worker_args: list[str], nproc: int, restarts: int, module: st
                      *(extra_launcher_args or []), "-m", module, *worker_args]
     try:
         run(parse_args(launcher_args))
+    except SignalException as e:
+        # The agent passed the signal on to the workers, which finish their step, checkpoint and exit; the job
+        # ends the way the one-process trainer does on a signal.
+        print(f"stopped by {e.sigval.name}: the workers checkpointed; continue with --resume auto and the same "
+              "logging.run_name", file=sys.stderr)
+        return 130
     except ChildFailedError as e:
         print(f"error: distributed job failed\n{e}", file=sys.stderr)
         _, first = e.get_first_failure()

@@ -59,7 +59,17 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=show_progress,
     )
-    tok.train_from_iterator(texts, trainer=trainer)
+    seen = [0]
+
+    def counted(docs: Iterable[str]) -> Iterable[str]:
+        for doc in docs:
+            if doc:
+                seen[0] += 1
+                yield doc
+
+    tok.train_from_iterator(counted(texts), trainer=trainer)
+    if seen[0] == 0:  # a vocabulary of bytes and specials alone would tokenize everything one byte at a time
+        raise TokenizerError("no training text: the configured source gave no non-empty documents to train on")
     return tok
 
 

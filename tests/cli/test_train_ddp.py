@@ -138,3 +138,27 @@ def test_bad_config_fails_before_any_worker_starts(tmp_path: Path) -> None:
                           text=True, timeout=60)
     assert done.returncode == 2
     assert "ddp.backend" in done.stderr and "starting" not in done.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_launcher_checkpoints_and_exits_130(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "stopped"
+    proc = subprocess.Popen(["diffusionlm-train-ddp", *TINY_RUN, "--set=logging.run_name=stopped"], cwd=tmp_path,
+                            env=REPRODUCIBLE_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (run_dir / "checkpoints" / f"step_{SAVE_EVERY}" / "meta.json").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert "stopped by SIGTERM" in err and "--resume auto" in err
+    assert "Traceback" not in err and "SignalException" not in err
+    steps = sorted(int(d.name.split("_")[1]) for d in (run_dir / "checkpoints").iterdir() if d.name[5:].isdigit())
+    assert steps[-1] > SAVE_EVERY, "the workers wrote a checkpoint for the step they stopped after"
+    assert not (run_dir / "final").exists()

@@ -37,6 +37,18 @@ def test_bad_source_exits_2_with_message(tmp_path, capsys):
     assert e.value.code == 2
 
 
+@pytest.mark.parametrize("content", ["", "\n\n", '{"text": ""}\n{"text": "   "}\n'], ids=["empty", "blank", "no-text"])
+def test_a_source_without_text_exits_2_and_writes_nothing(tmp_path, capsys, content):
+    src = tmp_path / "empty.jsonl"
+    src.write_text(content)
+    args = ["--set", 'data.source="files"', "--set", f'data.data_files=["{src}"]', *SMALL,
+            "--output", str(tmp_path / "t.json")]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err and ("no training text" in err or "no usable" in err or "empty" in err), err
+    assert not (tmp_path / "t.json").exists()
+
+
 def test_help_works():
     r = subprocess.run([sys.executable, "-m", "cli.train_tokenizer", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--output" in r.stdout

@@ -83,3 +83,22 @@ def test_a_bad_environment_value_names_the_variable_and_the_setting(name: str, v
 def test_every_registered_objective_names_families_that_exist() -> None:
     for plugin in registry.OBJECTIVES.values():
         assert plugin.families and set(plugin.families) <= set(registry.FAMILIES), plugin.name
+
+
+@pytest.mark.parametrize(("overrides", "needle"), [
+    (["optimizer.lr=inf"], "optimizer.lr: Input should be a finite number"),
+    (["optimizer.lr=nan"], "optimizer.lr: Input should be a finite number"),
+    (["model.context_length=100000"], "model.context_length: Input should be less than or equal to 65536"),
+    (["model.context_length=1"], "model.context_length: Input should be greater than or equal to 2"),
+    (["optimizer.warmup_iteration=700", "training.max_train_iteration=600"],
+     "optimizer.warmup_iteration (700) exceeds training.max_train_iteration (600)"),
+])
+def test_bounds_that_would_waste_a_run_are_config_errors(overrides: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides, environ={})
+    assert needle in str(err.value)
+    assert "inference" not in str(err.value), "a training setting's error names the training setting"
+
+
+def test_no_clipping_may_be_written_as_infinity() -> None:
+    assert load_config(None, ["optimizer.grad_clip=inf"], environ={}).optimizer.grad_clip == float("inf")
