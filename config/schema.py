@@ -259,10 +259,6 @@ class Config(Section):
         if self.model.family not in trains:
             raise ValueError(f"objective {self.objective.name!r} cannot train model family {self.model.family!r} "
                              f"(it trains: {', '.join(trains)})")
-        if self.optimizer.warmup_iteration > self.training.max_train_iteration:
-            raise ValueError(f"optimizer.warmup_iteration ({self.optimizer.warmup_iteration}) exceeds "
-                             f"training.max_train_iteration ({self.training.max_train_iteration}): the run would end "
-                             "before its learning rate warms up")
         # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
         trains_one = self.tokenizer.path is None and self.data.source != "shards"
         if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:
