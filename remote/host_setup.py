@@ -89,7 +89,9 @@ def prepare_data(
         todo.append(("diffusionlm-train-tokenizer", [*base, *tokenizer_args]))
     shards_dir = cfg.data.shards_dir if cfg.data.source == "shards" else None
     if shards or (shards_dir and _missing(session, shards_dir)):
-        todo.append(("diffusionlm-make-data", [*base, *shards_args]))
+        # asked for explicitly: a rebuild replaces the shards already there (make-data refuses that otherwise)
+        rebuild = ["--overwrite"] if shards and "--overwrite" not in shards_args else []
+        todo.append(("diffusionlm-make-data", [*base, *shards_args, *rebuild]))
     if not todo:
         print("[remote] data: nothing to prepare (tokenizer and data are on the host or built in)")
     for tool, args in todo:
