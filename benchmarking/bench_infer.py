@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gen-len", type=int, default=256, help="tokens generated per sample (no prompt)")
     p.add_argument("--batch-sizes", type=int_list, default=[1, 32], help="comma-separated, e.g. 1,32")
     p.add_argument("--steps", type=int_list, default=[64, 256], help="denoising steps, comma-separated")
-    p.add_argument("--strategy", choices=["low_confidence", "random"], default="low_confidence")
+    p.add_argument("--strategy", choices=["ancestral", "low_confidence", "random", "threshold"],
+                   default="low_confidence", help="the sampler's strategy (threshold: steps is an upper bound)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="weights and activations (auto: bf16 on CUDA, fp32 elsewhere)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (one graph per batch shape)")
@@ -97,15 +98,14 @@ def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: ar
                     device: Any) -> dict[str, Any]:
     import torch
 
-    from diffusionlm.inference import generate
+    from diffusionlm.inference import SamplerSettings, generate
 
     cuda = device.type == "cuda"
-    prompt = torch.zeros((batch, 0), dtype=torch.long, device=device)
-    generator = torch.Generator(device=device).manual_seed(0)
+    template = [model_cfg.mask_token_id] * args.gen_len
+    settings = SamplerSettings(strategy=args.strategy, steps=steps, seed=0)
 
-    def run() -> torch.Tensor:
-        return generate(model, prompt, args.gen_len, model_cfg.mask_token_id, steps=steps, strategy=args.strategy,
-                        generator=generator)
+    def run() -> Any:
+        return generate(model, model_cfg, template, settings, batch_size=batch)
 
     for _ in range(args.warmup):
         run()
@@ -119,14 +119,14 @@ def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: ar
         if cuda:
             torch.cuda.synchronize(device)
         latencies.append(time.perf_counter() - t0)
-        if bool((out == model_cfg.mask_token_id).any()):
+        if bool((out.ids == model_cfg.mask_token_id).any()):
             raise RuntimeError(f"generation left <mask> tokens (batch {batch}, steps {steps})")
     lat = summarize(latencies)
-    real_steps = min(steps, args.gen_len)
     return {
         "batch": batch, "steps": steps, "gen_len": args.gen_len,
         "latency_ms": {k: v * 1e3 for k, v in lat.items()},
-        "step_ms": lat["median"] * 1e3 / real_steps,
+        "steps_taken": out.steps, "model_calls": out.model_calls,  # of the last run (threshold may stop early)
+        "step_ms": lat["median"] * 1e3 / out.steps,
         "tokens_per_s": batch * args.gen_len / lat["median"],
         "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if cuda else None,
     }

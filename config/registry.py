@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.model import ModelConfig, TransformerConfig
-from config.objective import MDLMConfig, ObjectiveConfig
+from config.objective import ARConfig, MDLMConfig, ObjectiveConfig
 
 
 @dataclass(frozen=True)
@@ -72,3 +72,4 @@ def objective(name: Any) -> Plugin:
 
 register_family("transformer", TransformerConfig, "diffusionlm.models.transformer:DiffusionTransformer")
 register_objective("mdlm", MDLMConfig, "diffusionlm.diffusion.mdlm:build_mdlm", families=("transformer",))
+register_objective("ar", ARConfig, "diffusionlm.diffusion.ar:build_ar", families=("transformer",))

@@ -162,6 +162,57 @@ class CheckpointConfig(Section):
     resume: str | None = Field(None, description="'auto', a checkpoint directory, or unset")
 
 
+class EvalConfig(Section):
+    """`diffusionlm-eval`: held-out likelihood (MDLM's NELBO bound, AR's exact NLL), masked-token accuracy and sample
+    quality. The held-out text is the evaluated run's own `[data]` (its `split`), with any `[data]` keys given to
+    the eval command (`--set data.KEY=VALUE`) applied on top."""
+
+    checkpoint: list[str] = Field(default_factory=list, description="runs to evaluate (run dir, checkpoint dir or "
+                                  "final/ export); two or more are also compared on the same text")
+    split: Literal["val", "train"] = "val"
+    max_sequences: int = Field(256, gt=0, description="held-out rows (context windows) scored per checkpoint")
+    max_tokens: int | None = Field(None, gt=0, description="stop once this many tokens are scored; unset = no cap")
+    batch_size: int | None = Field(None, gt=0, description="rows per forward pass; default: the run's data.batch_size")
+    k: int = Field(16, ge=1, description="diffusion times drawn per sequence for the NELBO")
+    stratified: bool = Field(True, description="t_k = eps + (1-eps)(k+u)/K with one uniform u per sequence; false "
+                             "draws the K times independently")
+    eps: float | None = Field(None, gt=0, lt=1, description="smallest time; default: the run's objective.eps")
+    mask_rates: list[float] = Field(default_factory=lambda: [0.15, 0.5, 0.85],
+                                    description="fixed mask rates for masked-token accuracy (each in (0, 1))")
+    mask_mode: Literal["exact", "independent"] = Field(
+        "exact", description="exact: mask round(rate * n) of each row's n tokens; independent: each w.p. rate")
+    metrics: list[Literal["auto", "nelbo", "masked_acc", "nll"]] = Field(
+        default_factory=lambda: ["auto"], description="auto = nelbo + masked_acc for MDLM runs, nll for AR runs")
+    seed: int = 0
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "fp32", description="autocast for the forward passes; log-softmax and sums are fp32 / fp64 regardless")
+    samples: str | None = Field(None, description="texts to score: one per line, or JSON lines (strings or "
+                                "objects with a `text` field)")
+    judge: str | None = Field(None, description="checkpoint scoring the samples (generative perplexity); an AR "
+                              "run gives the exact NLL, an MDLM run its NELBO bound")
+    generate: int = Field(0, ge=0, description="samples to generate from each MDLM checkpoint and score")
+    generate_length: int | None = Field(None, gt=0, description="tokens per generated sample; default: context")
+    generate_steps: int | None = Field(None, gt=0, description="denoising steps; default: generate_length")
+    generate_strategy: Literal["ancestral", "low_confidence", "random", "threshold"] = Field(
+        "ancestral", description="the sampler's strategy (see [inference]); ancestral is MDLM's reverse process")
+    samples_output: str | None = Field(None, description="write generated samples here as JSON lines")
+    output: str | None = Field(None, description="also write the JSON report to this file")
+
+    @field_validator("checkpoint", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("mask_rates")
+    @classmethod
+    def _check_rates(cls, rates: list[float]) -> list[float]:
+        bad = [r for r in rates if not 0 < r < 1]
+        if bad:
+            raise ValueError(f"mask rates must lie strictly between 0 and 1 (got {', '.join(map(str, bad))})")
+        return rates
+
+
 class DDPConfig(Section):
     backend: Literal["auto", "nccl", "gloo"] = "auto"
     nproc_per_node: int | Literal["auto"] = "auto"
@@ -201,12 +252,24 @@ class ProfilingConfig(Section):
 
 
 class InferenceConfig(Section):
+    """Sampling settings of `diffusionlm-infer` (and of the trainer's periodic samples). Lengths are checked
+    against the model when sampling, not here: a training config need not fit its inference settings."""
+
     checkpoint: str | None = Field(None, description="run dir, checkpoint dir, or final/ export")
-    prompt: str = ""
+    prompt: str = Field("", description="text to continue up to total_length")
+    template: str = Field("", description="infilling template, e.g. 'Once upon a time [MASK:20] The end.' "
+                          "(replaces prompt and total_length)")
     total_length: int = Field(128, gt=0, description="prompt + generated tokens")
-    steps: int = Field(64, gt=0)
-    strategy: Literal["low_confidence", "random"] = "low_confidence"
-    temperature: float = Field(1.0, ge=0)
+    steps: int = Field(64, gt=0, description="denoising steps (threshold: at most this many)")
+    block_length: int = Field(0, ge=0, description="semi-autoregressive blocks of this many positions, "
+                              "denoised left to right; 0 = one block")
+    strategy: Literal["ancestral", "low_confidence", "random", "threshold"] = "low_confidence"
+    temperature: float = Field(1.0, ge=0, description="0 = greedy")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely tokens; 0 = off")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling; 1 = off")
+    threshold: float = Field(0.9, gt=0, lt=1, description="threshold strategy: commit every position whose "
+                             "candidate is at least this probable")
+    stop_at_eos: bool = Field(True, description="drop a generated span's text after its first <eos>")
     num_samples: int = Field(1, gt=0)
     seed: int = 0
     device: str = "auto"
@@ -228,6 +291,7 @@ class Config(Section):
     ddp: DDPConfig = DDPConfig()
     profiling: ProfilingConfig = ProfilingConfig()
     inference: InferenceConfig = InferenceConfig()
+    eval: EvalConfig = EvalConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -259,6 +323,7 @@ class Config(Section):
         if self.model.family not in trains:
             raise ValueError(f"objective {self.objective.name!r} cannot train model family {self.model.family!r} "
                              f"(it trains: {', '.join(trains)})")
+        type(self.objective).check_model(self.model)
         # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
         trains_one = self.tokenizer.path is None and self.data.source != "shards"
         if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:

@@ -1,6 +1,24 @@
-"""Sampling from trained models."""
+"""Sampling from trained models: the generation API, templates, model loading."""
 
 from diffusionlm.inference.loading import ModelLoadError, inference_dtype, load_model
-from diffusionlm.inference.sampler import generate, tokens_per_step
+from diffusionlm.inference.result import Generation
+from diffusionlm.inference.sampler import GenerationError, generate
+from diffusionlm.inference.schedule import tokens_per_step
+from diffusionlm.inference.settings import STRATEGIES, SamplerSettings
+from diffusionlm.inference.template import TemplateError, has_marker, parse_template, prompt_template
 
-__all__ = ["ModelLoadError", "generate", "inference_dtype", "load_model", "tokens_per_step"]
+__all__ = [
+    "STRATEGIES",
+    "Generation",
+    "GenerationError",
+    "ModelLoadError",
+    "SamplerSettings",
+    "TemplateError",
+    "generate",
+    "has_marker",
+    "inference_dtype",
+    "load_model",
+    "parse_template",
+    "prompt_template",
+    "tokens_per_step",
+]

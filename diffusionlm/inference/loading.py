@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -19,18 +21,59 @@ class ModelLoadError(ValueError):
     pass
 
 
+# What inference reads of a training checkpoint; checked against the checkpoint's manifest.json (see
+# diffusionlm/training/checkpoint.py: every file with its size and checksum).
+_CHECKPOINT_FILES = ("model.pt", "config.toml", "tokenizer.json")
+
+
+def _manifest_problem(d: Path) -> str | None:
+    """Why the files inference reads from checkpoint `d` do not match its manifest, or None. A checkpoint without
+    manifest.json (written before checkpoints had one, or not a training checkpoint) has nothing to check."""
+    if not (d / "manifest.json").is_file():
+        return None
+    try:
+        manifest = json.loads((d / "manifest.json").read_text())
+        entries, algorithm = manifest["files"], manifest.get("hash", "sha256")
+        hashlib.new(algorithm)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"manifest.json is unreadable ({e})"
+    for name in _CHECKPOINT_FILES:
+        entry, file = entries.get(name), d / name
+        if entry is None:
+            return f"{name} is not in manifest.json"
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != entry.get("size"):
+            return f"{name} has {file.stat().st_size} bytes, manifest.json says {entry.get('size')}"
+        digest = hashlib.new(algorithm)
+        with open(file, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != entry.get(algorithm):
+            return f"{name} does not match its {algorithm} in manifest.json (corrupted or modified)"
+    return None
+
+
 def _locate(path: Path) -> Path:
-    """The directory holding the weights: final/ beats the latest checkpoint inside a run directory."""
+    """The directory holding the weights: final/ beats the newest intact checkpoint inside a run directory."""
     if (path / "model.safetensors").is_file() or (path / "model.pt").is_file():
+        problem = _manifest_problem(path)
+        if problem is not None:
+            raise ModelLoadError(f"checkpoint {path} is damaged: {problem}")
         return path
     if (path / "final" / "model.safetensors").is_file():
         return path / "final"
     ckpts = sorted(
-        (d for d in (path / "checkpoints").glob("step_*") if (d / "meta.json").is_file()),
+        (d for d in (path / "checkpoints").glob("step_*") if (d / "meta.json").is_file() and d.name[5:].isdigit()),
         key=lambda d: int(d.name.split("_")[1]),
     ) if (path / "checkpoints").is_dir() else []
+    for d in reversed(ckpts):
+        problem = _manifest_problem(d)
+        if problem is None:
+            return d
+        print(f"warning: skipping checkpoint {d}: {problem}", file=sys.stderr)
     if ckpts:
-        return ckpts[-1]
+        raise ModelLoadError(f"no intact checkpoint in {path / 'checkpoints'} (see the warnings above)")
     raise ModelLoadError(f"no model found in {path} (expected model.safetensors, model.pt, final/ or checkpoints/)")
 
 

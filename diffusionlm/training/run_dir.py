@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -70,3 +71,21 @@ def truncate_metrics_after(metrics: Path, step: int) -> int:
         tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
         os.replace(tmp, metrics)
     return dropped
+
+
+def write_probe(directory: Path) -> OSError | None:
+    """Create `directory` if needed, then write, sync and remove a small file in it: the error a checkpoint save
+    would meet there (read-only, no permission, no space), or None. Root ignores permission bits, not these."""
+    probe = directory / f".write-test-{os.getpid()}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+        probe.unlink()
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+        return e
+    return None

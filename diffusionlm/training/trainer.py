@@ -15,6 +15,8 @@ import collections
 import contextlib
 import gc
 import math
+import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,17 +31,23 @@ from diffusionlm.diffusion import build_objective
 from diffusionlm.models import build_model
 from diffusionlm.ops import KernelUnavailable, resolve_kernels
 from diffusionlm.training import checkpoint as ckpt
-from diffusionlm.training.checkpoint import CheckpointError
+from diffusionlm.training.checkpoint import CheckpointError, CheckpointWriteError
 from diffusionlm.training.export import export_final
 from diffusionlm.training.norms import ActivationNorms, weight_norms
 from diffusionlm.training.optim import group_names, make_scheduler
 from diffusionlm.training.parallel import SingleProcess
 from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
-from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
+from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after, write_probe
 from diffusionlm.training.sampling import write_samples
 from diffusionlm.training.step import StepStats
 from diffusionlm.training.stopping import StopRequests
-from diffusionlm.training.trainer_checkpoint import load_trainer_checkpoint, save_trainer_checkpoint
+from diffusionlm.training.trainer_checkpoint import (
+    load_trainer_checkpoint,
+    resume_conflicts,
+    save_trainer_checkpoint,
+)
+
+MAX_FAILED_SAVES = 2  # checkpoint saves failing in a row before the run stops
 
 
 class TrainingError(RuntimeError):
@@ -74,21 +82,25 @@ class Trainer:
         self.bad_steps = 0
         self.stop = StopRequests(self.parallel.world_size, lambda message: self.logger.info(message))
         self._steps_taken = 0  # by this process (not restored on resume)
+        self._failed_saves = 0  # checkpoint saves that failed in a row
         self.built = False
         self._setup_run_dir()
 
     # ---------------------------------------------------------------- setup
     def _setup_run_dir(self) -> None:
+        """Name the run, pick (and verify) the checkpoint to resume, refuse a resume that would change the run's
+        settings or tokenizer, and make sure the run directory can be written: all before anything is written.
+        Rank 0 decides; every rank raises the same TrainingError."""
         cfg, par = self.cfg, self.parallel
         name = par.broadcast_object(cfg.logging.run_name or default_run_name(cfg) if par.is_main else None)
         self.run = RunDir(Path(cfg.logging.output_dir) / name)
         self.run_name = name
         if self.resume == "auto" and cfg.logging.run_name is None:
             raise TrainingError("--resume auto needs a fixed logging.run_name (e.g. --set logging.run_name=myrun)")
-        try:
-            self.resume_from = ckpt.resolve_resume(self.resume, self.run.checkpoints)
-        except ckpt.CheckpointError as e:
-            raise TrainingError(str(e)) from None
+        found = par.broadcast_object(self._choose_checkpoint() if par.is_main else None)
+        if isinstance(found, str):
+            raise TrainingError(found)
+        self.resume_from = found
         if self.resume_from is None and ckpt.latest_checkpoint(self.run.checkpoints) is not None:
             raise TrainingError(
                 f"run directory {self.run.root} already has checkpoints; pass --resume auto to continue it "
@@ -98,9 +110,40 @@ class Trainer:
             # resuming from an explicit path continues that run, in its own directory
             self.run = RunDir(self.resume_from.parent.parent)
             self.run_name = self.run.root.name
-        if par.is_main:
-            self.run.root.mkdir(parents=True, exist_ok=True)
-        par.barrier()
+        if self.resume_from is not None:
+            problem = par.broadcast_object(self._resume_conflicts() if par.is_main else None)
+            if problem:
+                raise TrainingError(problem)
+        problem = par.broadcast_object(self._unwritable() if par.is_main else None)
+        if problem:
+            raise TrainingError(problem)
+
+    def _choose_checkpoint(self) -> Path | str | None:
+        """Rank 0: the checkpoint to resume (None: a fresh start), or why there is none to resume."""
+        try:
+            return ckpt.resolve_resume(self.resume, self.run.checkpoints, self.parallel.world_size, self._warn)
+        except CheckpointError as e:
+            return str(e)
+
+    def _resume_conflicts(self) -> str | None:
+        try:
+            return resume_conflicts(self, self.resume_from)
+        except CheckpointError as e:
+            return str(e)
+
+    def _unwritable(self) -> str | None:
+        """Rank 0: create the run directory and checkpoints/ and prove that files can be written in them."""
+        for d in (self.run.root, self.run.checkpoints):
+            error = write_probe(d)
+            if error is not None:
+                return (f"cannot write to {d}: {error.strerror or error}; checkpoints could not be saved. Make it "
+                        "writable or choose another logging.output_dir")
+        return None
+
+    def _warn(self, message: str) -> None:
+        """A warning the user must see whatever the logging backend: stderr, once (rank 0)."""
+        if self.parallel.is_main:
+            print(message, file=sys.stderr, flush=True)
 
     def build(self) -> None:
         """Make everything a run needs, and restore the checkpoint being resumed; called once by `fit()`."""
@@ -123,7 +166,12 @@ class Trainer:
         self.logger = build_logger(cfg.logging, cfg.wandb, self.run.root, rank=par.rank, run_name=self.run_name)
         # The tokenizer is part of the run: train or load it once (rank 0), everyone reads the run's copy.
         if par.is_main and not self.run.tokenizer.is_file():
-            save_tokenizer(build_tokenizer(cfg, iter_texts(cfg, "train"), show_progress=False), self.run.tokenizer)
+            if self.resume_from is not None:  # never a new tokenizer for trained weights: the checkpoint's own
+                shutil.copyfile(self.resume_from / "tokenizer.json", self.run.tokenizer)
+                self._warn(f"warning: {self.run.tokenizer} was missing: restored the checkpoint's copy")
+            else:
+                save_tokenizer(build_tokenizer(cfg, iter_texts(cfg, "train"), show_progress=False),
+                               self.run.tokenizer)
         par.barrier()
         self.tokenizer = load_tokenizer(self.run.tokenizer)
         check_tokenizer(self.tokenizer, cfg.model)
@@ -163,7 +211,41 @@ class Trainer:
         self.built = True
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
+        verdict = par.broadcast_object(self._disk_space() if par.is_main else None)
+        if verdict is not None and verdict[0] == "refuse":
+            raise TrainingError(verdict[1])
+        if verdict is not None:
+            self._warn(verdict[1])
         self._announce()
+
+    def checkpoint_size_estimate(self) -> int:
+        """Bytes one checkpoint takes: the weights, twice their size in optimizer state (Adam's two moments; Muon
+        keeps less), the tokenizer and the small per-rank files; or the newest checkpoint's size when larger."""
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+                    for t in self.raw_model.state_dict().values()}
+        weights = sum(storages.values())
+        estimate = 3 * weights + self.run.tokenizer.stat().st_size + (1 << 16) * (1 + self.parallel.world_size)
+        latest = ckpt.latest_checkpoint(self.run.checkpoints)
+        return max(estimate, ckpt.checkpoint_bytes(latest)) if latest is not None else estimate
+
+    def _disk_space(self) -> tuple[str, str] | None:
+        """Rank 0: ("refuse", why) when the disk cannot hold one more checkpoint, ("warn", why) when it cannot
+        hold the `keep_last + 1` a run keeps while saving the next; None when there is room."""
+        size = self.checkpoint_size_estimate()
+        free = shutil.disk_usage(self.run.checkpoints).free
+        existing = len(ckpt.checkpoint_dirs(self.run.checkpoints))
+        want = max(1, self.cfg.checkpoint.keep_last + 1 - existing)
+        mib = 1 << 20
+        if free < size:
+            return ("refuse", f"not enough disk space for a checkpoint in {self.run.checkpoints}: {free / mib:.1f} "
+                              f"MiB free, one checkpoint takes about {size / mib:.1f} MiB. Free some space or choose "
+                              "another logging.output_dir")
+        if free < want * size:
+            return ("warn", f"warning: {free / mib:.1f} MiB free in {self.run.checkpoints}, room for "
+                            f"{free // size} of the {want} more checkpoints of about {size / mib:.1f} MiB this run "
+                            f"keeps (checkpoint.keep_last = {self.cfg.checkpoint.keep_last}, plus the one being "
+                            "saved); saves may fail later")
+        return None
 
     def _use_deferred_stats(self) -> bool:
         """Read each step's statistics one step late (StepStats read lazily) and skip a bad step on the device (fused
@@ -216,8 +298,29 @@ class Trainer:
         if state.get("data") is not None:
             self.stream.load_state_dict(state["data"])
 
-    def save_checkpoint(self) -> Path:
-        return save_trainer_checkpoint(self)
+    def save_checkpoint(self, final: bool = False) -> Path | None:
+        """Save a checkpoint; returns its path, or None when it could not be written and the run may go on.
+
+        A failed write (disk full, read-only, no permission) leaves nothing partial behind. The run goes on with
+        a warning, since a later save may succeed, unless this is the `final` save (of the run's last or
+        interrupted step) or the saves before it failed too (`MAX_FAILED_SAVES` in a row): then TrainingError."""
+        try:
+            path = save_trainer_checkpoint(self)
+        except CheckpointWriteError as e:
+            self._failed_saves += 1
+            newest = ckpt.latest_checkpoint(self.run.checkpoints)
+            keep = f"The newest checkpoint on disk is {newest}" if newest else "No checkpoint of this run is on disk"
+            if final:
+                raise TrainingError(f"the final checkpoint (step {self.micro_step}) could not be saved: {e}. {keep}"
+                                    ) from None
+            if self._failed_saves >= MAX_FAILED_SAVES:
+                raise TrainingError(f"checkpoint saves keep failing ({self._failed_saves} in a row), stopping at "
+                                    f"step {self.micro_step}: {e}. {keep}") from None
+            self._warn(f"warning: {e}. Training goes on and saves again at the next checkpoint; the run stops if "
+                       f"{MAX_FAILED_SAVES - self._failed_saves} more save(s) in a row fail")
+            return None
+        self._failed_saves = 0
+        return path
 
     def write_samples(self) -> list[str]:
         """Unprompted samples of the model as it is now, to `samples/step_<N>.txt` (rank 0's job)."""
@@ -462,19 +565,26 @@ class Trainer:
                 if cfg.training.sample_freq_iteration and par.is_main and _crossed(
                         prev, self.micro_step, cfg.training.sample_freq_iteration):
                     self.write_samples()
-                if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration):
-                    self.save_checkpoint()
+                if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration) and \
+                        self.save_checkpoint() is not None:
                     saved_at = self.micro_step
             interrupted = self.stop.agreed is not None
             if saved_at != self.micro_step:
-                self.save_checkpoint()
+                self.save_checkpoint(final=True)
             if not interrupted:
                 par.settle_parameters(self.optimizer)
+                failed = None
                 if par.is_main:
-                    export_final(self.raw_model, cfg, self.run.tokenizer, self.run.final)
-                    if cfg.training.num_samples > 0:
+                    try:
+                        export_final(self.raw_model, cfg, self.run.tokenizer, self.run.final)
+                    except OSError as e:  # every rank stops with it (the broadcast is the barrier)
+                        failed = (f"could not write the final export to {self.run.final}: {e}; the checkpoint of "
+                                  f"step {self.micro_step} is saved")
+                    if failed is None and cfg.training.num_samples > 0:
                         self.write_samples()
-                par.barrier()
+                failed = par.broadcast_object(failed)
+                if failed:
+                    raise TrainingError(failed)
         finally:
             progress.close()
             self.stop.restore()

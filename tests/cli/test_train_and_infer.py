@@ -105,6 +105,13 @@ def test_train_then_infer_from_the_export(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert out.stdout.count("--- sample") == 2
     assert out.stdout.count("Once upon") == 2, "the prompt is kept"
+    filled = subprocess.run(_cmd("cli.infer", "--checkpoint", str(tmp_path / "runs" / "inf" / "final"),
+                                 "--template", "Once upon a time [MASK:12] The end.", "--strategy", "threshold",
+                                 "--block-length", "4", "--steps", "12", "--top-p", "0.9"),
+                            capture_output=True, text=True, timeout=120)
+    assert filled.returncode == 0, filled.stderr
+    assert filled.stdout.startswith("Once upon a time") and filled.stdout.rstrip().endswith("The end.")
+    assert "model calls" in filled.stderr
 
 
 def test_infer_errors_exit_2(tmp_path: Path) -> None:

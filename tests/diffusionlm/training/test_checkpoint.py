@@ -12,6 +12,8 @@ from diffusionlm.training import checkpoint as ckpt
 def _save(root: Path, step: int, keep: int = 2) -> Path:
     tmp = ckpt.begin_save(root, step)
     ckpt.write_rank_state(tmp, 0, {"x": step}, {"pos": step})
+    for name in (*ckpt.TRAINER_FILES, "optimizer.pt"):  # what a resume needs besides the rank files
+        (tmp / name).write_bytes(f"{name} {step}".encode())
     return ckpt.finish_save(tmp, step, world_size=1, keep_last=keep)
 
 
