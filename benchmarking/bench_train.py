@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
         inductor_config.coordinate_descent_tuning = True
 
-    from diffusionlm.training.trainer import TrainingError
+    from diffusionlm.training import TrainingError
 
     try:
         record = run_bench(cfg, args.steps, args.warmup, args.peak_flops, args.profile_steps, args.preset)

@@ -78,12 +78,6 @@ def _data_config(base: Config, overrides: dict[str, Any], batch_size: int | None
         raise EvalError(f"data: the evaluated run's [data] with the given overrides is invalid: {detail}") from None
 
 
-def _generated(run: LoadedRun, ev: EvalConfig) -> list[str]:
-    length = ev.generate_length or run.cfg.model.context_length
-    return generate_texts(run.model, run.cfg.model, run.tokenizer, ev.generate, length, ev.generate_steps or length,
-                          ev.generate_strategy, ev.seed, ev.batch_size or run.cfg.data.batch_size)
-
-
 def evaluate(cfg: Config, data_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report (see report.py for its schema). Raises EvalError, DataError or TokenizerError on bad input."""
     from diffusionlm.device import resolve_precision, select_device
@@ -121,12 +115,13 @@ def evaluate(cfg: Config, data_overrides: dict[str, Any] | None = None) -> dict[
     for run, metrics in zip(runs, plans):
         record = heldout_record(run, run.cfg.model_copy(update={"data": data}), ev, metrics, device, precision)
         if ev.generate and run.objective == "mdlm":
+            length = ev.generate_length or run.cfg.model.context_length
+            steps = ev.generate_steps or length
             with precision.autocast():
-                generated = _generated(run, ev)
-            record["generated_samples"] = _quality(generated, judge or run, judge, ev, device, precision)
-            record["generated_samples"].update(length=ev.generate_length or run.cfg.model.context_length,
-                                               steps=ev.generate_steps or ev.generate_length
-                                               or run.cfg.model.context_length, strategy=ev.generate_strategy)
+                generated = generate_texts(run.model, run.cfg.model, run.tokenizer, ev.generate, length, steps,
+                                           ev.generate_strategy, ev.seed, ev.batch_size or run.cfg.data.batch_size)
+            record["generated_samples"] = {**_quality(generated, judge or run, judge, ev, device, precision),
+                                           "length": length, "steps": steps, "strategy": ev.generate_strategy}
             saved.extend({"checkpoint": run.path, "text": text} for text in generated)
         report["models"].append(record)
     report["comparison"] = comparisons(report["models"])

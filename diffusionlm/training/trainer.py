@@ -12,7 +12,6 @@ come only through the registry's builders, so a new family or objective needs no
 from __future__ import annotations
 
 import collections
-import contextlib
 import gc
 import math
 import shutil
@@ -31,13 +30,16 @@ from diffusionlm.diffusion import build_objective
 from diffusionlm.models import build_model
 from diffusionlm.ops import KernelUnavailable, resolve_kernels
 from diffusionlm.training import checkpoint as ckpt
+from diffusionlm.training import preflight
 from diffusionlm.training.checkpoint import CheckpointError, CheckpointWriteError
+from diffusionlm.training.errors import TrainingError
 from diffusionlm.training.export import export_final
 from diffusionlm.training.norms import ActivationNorms, weight_norms
 from diffusionlm.training.optim import group_names, make_scheduler
+from diffusionlm.training.optimizer_step import OptimizerStep, crossed
 from diffusionlm.training.parallel import SingleProcess
 from diffusionlm.training.rng import capture_rng_state, restore_rng_state, seed_everything
-from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after, write_probe
+from diffusionlm.training.run_dir import RunDir, default_run_name, truncate_metrics_after
 from diffusionlm.training.sampling import write_samples
 from diffusionlm.training.step import StepStats
 from diffusionlm.training.stopping import StopRequests
@@ -50,14 +52,6 @@ from diffusionlm.training.trainer_checkpoint import (
 MAX_FAILED_SAVES = 2  # checkpoint saves failing in a row before the run stops
 
 
-class TrainingError(RuntimeError):
-    """A run that cannot start or go on; the message is for the user."""
-
-
-class TrainingDiverged(TrainingError):
-    pass
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -67,11 +61,7 @@ class TrainResult:
     losses: list[tuple[int, float]]
 
 
-def _crossed(prev: int, now: int, every: int) -> bool:
-    return now // every > prev // every
-
-
-class Trainer:
+class Trainer(OptimizerStep):
     def __init__(self, cfg: Config, parallel: SingleProcess | None = None, resume: str | None = None):
         self.cfg = cfg.model_copy(deep=True)  # build() records the resolved kernels in it
         self.parallel = parallel or SingleProcess()
@@ -97,7 +87,8 @@ class Trainer:
         self.run_name = name
         if self.resume == "auto" and cfg.logging.run_name is None:
             raise TrainingError("--resume auto needs a fixed logging.run_name (e.g. --set logging.run_name=myrun)")
-        found = par.broadcast_object(self._choose_checkpoint() if par.is_main else None)
+        found = par.broadcast_object(
+            preflight.choose_checkpoint(self.resume, self.run, par.world_size, self._warn) if par.is_main else None)
         if isinstance(found, str):
             raise TrainingError(found)
         self.resume_from = found
@@ -114,31 +105,15 @@ class Trainer:
             problem = par.broadcast_object(self._resume_conflicts() if par.is_main else None)
             if problem:
                 raise TrainingError(problem)
-        problem = par.broadcast_object(self._unwritable() if par.is_main else None)
+        problem = par.broadcast_object(preflight.unwritable(self.run) if par.is_main else None)
         if problem:
             raise TrainingError(problem)
-
-    def _choose_checkpoint(self) -> Path | str | None:
-        """Rank 0: the checkpoint to resume (None: a fresh start), or why there is none to resume."""
-        try:
-            return ckpt.resolve_resume(self.resume, self.run.checkpoints, self.parallel.world_size, self._warn)
-        except CheckpointError as e:
-            return str(e)
 
     def _resume_conflicts(self) -> str | None:
         try:
             return resume_conflicts(self, self.resume_from)
         except CheckpointError as e:
             return str(e)
-
-    def _unwritable(self) -> str | None:
-        """Rank 0: create the run directory and checkpoints/ and prove that files can be written in them."""
-        for d in (self.run.root, self.run.checkpoints):
-            error = write_probe(d)
-            if error is not None:
-                return (f"cannot write to {d}: {error.strerror or error}; checkpoints could not be saved. Make it "
-                        "writable or choose another logging.output_dir")
-        return None
 
     def _warn(self, message: str) -> None:
         """A warning the user must see whatever the logging backend: stderr, once (rank 0)."""
@@ -211,53 +186,13 @@ class Trainer:
         self.built = True
         if self.resume_from is not None:
             self._load_checkpoint(self.resume_from)
-        verdict = par.broadcast_object(self._disk_space() if par.is_main else None)
+        verdict = par.broadcast_object(preflight.disk_space(self.raw_model, self.run, cfg.checkpoint.keep_last,
+                                                            par.world_size) if par.is_main else None)
         if verdict is not None and verdict[0] == "refuse":
             raise TrainingError(verdict[1])
         if verdict is not None:
             self._warn(verdict[1])
         self._announce()
-
-    def checkpoint_size_estimate(self) -> int:
-        """Bytes one checkpoint takes: the weights, twice their size in optimizer state (Adam's two moments; Muon
-        keeps less), the tokenizer and the small per-rank files; or the newest checkpoint's size when larger."""
-        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
-                    for t in self.raw_model.state_dict().values()}
-        weights = sum(storages.values())
-        estimate = 3 * weights + self.run.tokenizer.stat().st_size + (1 << 16) * (1 + self.parallel.world_size)
-        latest = ckpt.latest_checkpoint(self.run.checkpoints)
-        return max(estimate, ckpt.checkpoint_bytes(latest)) if latest is not None else estimate
-
-    def _disk_space(self) -> tuple[str, str] | None:
-        """Rank 0: ("refuse", why) when the disk cannot hold one more checkpoint, ("warn", why) when it cannot
-        hold the `keep_last + 1` a run keeps while saving the next; None when there is room."""
-        size = self.checkpoint_size_estimate()
-        free = shutil.disk_usage(self.run.checkpoints).free
-        existing = len(ckpt.checkpoint_dirs(self.run.checkpoints))
-        want = max(1, self.cfg.checkpoint.keep_last + 1 - existing)
-        mib = 1 << 20
-        if free < size:
-            return ("refuse", f"not enough disk space for a checkpoint in {self.run.checkpoints}: {free / mib:.1f} "
-                              f"MiB free, one checkpoint takes about {size / mib:.1f} MiB. Free some space or choose "
-                              "another logging.output_dir")
-        if free < want * size:
-            return ("warn", f"warning: {free / mib:.1f} MiB free in {self.run.checkpoints}, room for "
-                            f"{free // size} of the {want} more checkpoints of about {size / mib:.1f} MiB this run "
-                            f"keeps (checkpoint.keep_last = {self.cfg.checkpoint.keep_last}, plus the one being "
-                            "saved); saves may fail later")
-        return None
-
-    def _use_deferred_stats(self) -> bool:
-        """Read each step's statistics one step late (StepStats read lazily) and skip a bad step on the device (fused
-        AdamW's found_inf), so the host never waits for the GPU to drain between steps. Under DDP the
-        statistics are all-reduced on the device first, so every rank takes the same skip and stop decisions.
-        Muon (no found_inf) and fp16 (GradScaler owns found_inf) read each step's statistics at once."""
-        mode = self.cfg.training.deferred_stats
-        possible = self.scaler is None and self.parallel.skips_on_device(self.optimizer)
-        if mode == "on" and not possible:
-            raise TrainingError("training.deferred_stats = 'on' needs fused AdamW (optimizer.optimizer_name = "
-                                "'adamw', optimizer.fused = 'on' or 'auto' on CUDA) and no fp16 GradScaler")
-        return possible and (mode == "on" or (mode == "auto" and self.device.type == "cuda"))
 
     def _announce(self) -> None:
         cfg, par = self.cfg, self.parallel
@@ -271,6 +206,10 @@ class Trainer:
             + (f" | resumed from {self.resume_from} at step {self.micro_step}" if self.resume_from else "")
         )
         self.logger.info(f"data: {self.stream.describe()}")
+        if cfg.optimizer.warmup_iteration > cfg.training.max_train_iteration:
+            self.logger.info(f"warning: optimizer.warmup_iteration ({cfg.optimizer.warmup_iteration}) exceeds "
+                             f"training.max_train_iteration ({cfg.training.max_train_iteration}): the learning rate "
+                             "never reaches optimizer.lr in this run")
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -352,140 +291,6 @@ class Trainer:
         self.micro_step += accum
         return stats
 
-    def _next_batch(self) -> dict[str, torch.Tensor]:
-        batch = next(self.stream)
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-
-    def _run_step(self) -> StepStats:
-        cfg, par = self.cfg, self.parallel
-        if self._steps_taken == 1:
-            # The first step built (and compiled) everything long-lived; moving those objects out of the
-            # collector's sight keeps its full passes short, which would otherwise stall a step now and then.
-            gc.collect()
-            gc.freeze()
-        self._steps_taken += 1
-        accum = cfg.training.grad_accum_steps
-        t0 = time.perf_counter()
-        with self.profiler.range("data_wait"):
-            batches = [self._next_batch() for _ in range(accum)]
-        data_wait = time.perf_counter() - t0
-        # Normalise by the real tokens of the whole optimizer step, all ranks together; DDP then averages
-        # gradients over ranks, hence the division by world size.
-        local_tokens = torch.stack([self.objective.real_tokens(b).sum() for b in batches]).sum().float()
-        global_tokens = par.all_reduce_sum(local_tokens.clone())
-        normalizer = global_tokens / par.world_size
-        # loss, masked CE, masked accuracy, dropped positions, masked positions: summed over micro-steps
-        sums = torch.zeros(5, device=self.device)
-        if self.act_norms is not None:
-            self.act_norms.armed = _crossed(self.micro_step, self.micro_step + accum, cfg.training.log_freq_iteration)
-        self.model.train()
-        for i, batch in enumerate(batches):
-            sync = par.no_sync(self.model) if i < accum - 1 else contextlib.nullcontext()
-            with sync:
-                with self.profiler.range("forward"), self.precision.autocast():
-                    loss, m = self.loss(batch, self.generator, normalizer)
-                with self.profiler.range("backward"):
-                    (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            dropped = m.get("num_dropped", torch.zeros((), device=self.device))
-            sums += torch.stack([loss.detach().float(), m["masked_ce"].float(), m["masked_acc"].float(),
-                                 dropped.float(), m["num_masked"].float()])
-            if self.act_norms is not None:
-                self.act_norms.armed = False
-        if self.scaler is not None:
-            self.scaler.unscale_(self.optimizer)
-        with self.profiler.range("grad_clip", "fine"):
-            grad_norm = self._clip_gradients()
-        stop = torch.full((), float(self.stop.flag), device=self.device)
-        # Gradients are already identical across ranks; the loss, drop count and stop flags are made so here,
-        # hence one skip/stop decision for all ranks. Queued on the device like the rest (no host wait).
-        reduced = par.all_reduce_sum(torch.cat([sums, stop[None]]))
-        loss, ce, acc, dropped, masked, stop = reduced.unbind()
-        loss, ce, acc = loss / par.world_size, ce / (accum * par.world_size), acc / (accum * par.world_size)
-        # With fp16 the GradScaler skips non-finite gradients itself; that is no bad step.
-        bad = ~torch.isfinite(loss) | (dropped > 0)
-        if self.scaler is None:
-            bad = bad | ~torch.isfinite(grad_norm)
-        values = torch.stack([loss, ce, acc, grad_norm.float(), global_tokens, dropped, bad.float(), stop, masked])
-        stats = StepStats(values, self.micro_step + accum, data_wait)
-        if self.defer_stats:
-            # This step's forward and backward are queued, so waiting for the previous step's statistics leaves
-            # the GPU busy; its scheduler step must come before this update, exactly as with the sync path.
-            self._settle_stats()
-            self._unsettled = stats
-            self.optimizer.found_inf = bad.float()  # the fused kernel leaves weights, moments and step count
-            with self.profiler.range("optimizer_step"):
-                par.optimizer_step(self.optimizer, None)
-            self.optimizer.zero_grad(set_to_none=True)
-            return stats
-        if stats.stop_requested:  # the one host sync of the step
-            self.stop.agree()
-        if stats["metrics.skipped_step"] == 0:
-            with self.profiler.range("optimizer_step"):
-                par.optimizer_step(self.optimizer, self.scaler)
-            self.scheduler.step()
-            self.bad_steps = 0
-        else:
-            self._count_bad_step(stats)
-            if self.scaler is not None:
-                self.scaler.update()
-        stats.settled = True
-        self.optimizer.zero_grad(set_to_none=True)
-        self._check_diverged()
-        return stats
-
-    def _clip_gradients(self) -> torch.Tensor:
-        """Scale gradients to a global L2 norm of at most optimizer.grad_clip; returns the norm before.
-
-        Fused AdamW divides each gradient by its `grad_scale` as it reads it, so there the clip factor goes
-        to the optimizer instead of a multiply over every gradient (a read and a write of all of them):
-        the same update, one pass fewer. Other optimizers get torch's clip_grad_norm_."""
-        clip = self.cfg.optimizer.grad_clip
-        max_norm = clip if clip > 0 else math.inf
-        params = self.raw_model.parameters()
-        if not (self.scaler is None and self.parallel.skips_on_device(self.optimizer)):
-            return torch.nn.utils.clip_grad_norm_(params, max_norm)
-        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)
-        # clip_grad_norm_ multiplies by min(1, max_norm / (norm + 1e-6)); dividing by its inverse is the same
-        self.optimizer.grad_scale = ((grad_norm + 1e-6) / max_norm).clamp_min(1.0) if clip > 0 else None
-        return grad_norm
-
-    def _settle_stats(self) -> None:
-        """Bookkeeping of a deferred step (scheduler, bad-step count): once, in order, before the next update."""
-        stats, self._unsettled = self._unsettled, None
-        if stats is None or stats.settled:
-            return
-        stats.settled = True
-        if stats.stop_requested:
-            self.stop.agree()
-        if stats["metrics.skipped_step"] == 0:
-            self.scheduler.step()
-            self.bad_steps = 0
-        else:
-            self._count_bad_step(stats)
-            self._check_diverged()
-
-    def _count_bad_step(self, stats: StepStats) -> None:
-        cfg = self.cfg
-        step, loss_v, grad_v = stats.step, stats["metrics.loss"], stats["metrics.grad_l2_norm"]
-        dropped_v = stats["metrics.dropped_masked"]
-        if dropped_v > 0:  # not divergence: a masked count beyond the static capacity (odds below 1e-15)
-            self.logger.info(f"warning: {int(dropped_v)} masked positions beyond the static head capacity at step "
-                             f"{step}; skipping the update rather than scoring fewer tokens")
-            return
-        self.bad_steps += 1
-        self.logger.info(f"warning: non-finite loss ({loss_v}) or gradient norm ({grad_v}) at step "
-                         f"{step}; skipping the update "
-                         f"({self.bad_steps}/{cfg.training.max_consecutive_bad_steps})")
-
-    def _check_diverged(self) -> None:
-        cfg = self.cfg
-        if self.bad_steps >= cfg.training.max_consecutive_bad_steps:
-            raise TrainingDiverged(
-                f"training diverged: {self.bad_steps} consecutive steps with non-finite loss or gradients "
-                f"(training.max_consecutive_bad_steps = {cfg.training.max_consecutive_bad_steps}); "
-                "lower optimizer.lr, enable gradient clipping, or resume from an earlier checkpoint"
-            )
-
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         from diffusionlm.data import build_stream
@@ -538,7 +343,7 @@ class Trainer:
                 # A deferred step is read once the GPU has finished it, or at once where the loop needs it
                 # (logging, validation, samples, checkpoints, the end): never a wait in the middle of a stretch.
                 needed = (self.stop.agreed is not None or self.micro_step >= cfg.training.max_train_iteration
-                          or any(_crossed(prev, self.micro_step, every) for every in (
+                          or any(crossed(prev, self.micro_step, every) for every in (
                               cfg.training.log_freq_iteration, cfg.training.val_freq_iteration,
                               cfg.training.sample_freq_iteration or 10**18, cfg.checkpoint.save_freq_iteration)))
                 if needed and self.defer_stats:
@@ -549,7 +354,7 @@ class Trainer:
                     window_tokens += done["metrics.tokens"]
                     losses.append((step_of, done["metrics.loss"]))
                     progress.update(step_of, loss=done["metrics.loss"])
-                if _crossed(prev, self.micro_step, cfg.training.log_freq_iteration) or \
+                if crossed(prev, self.micro_step, cfg.training.log_freq_iteration) or \
                         self.micro_step >= cfg.training.max_train_iteration:
                     stats = dict(stats)
                     elapsed = time.perf_counter() - window_t0
@@ -557,15 +362,15 @@ class Trainer:
                     window_t0, window_tokens = time.perf_counter(), 0.0
                     self._log_train(stats)
                 if not cfg.training.skip_validation and (
-                        _crossed(prev, self.micro_step, cfg.training.val_freq_iteration)
+                        crossed(prev, self.micro_step, cfg.training.val_freq_iteration)
                         or self.micro_step >= cfg.training.max_train_iteration):
                     val = self.validate()
                     last_val = val["val.nelbo"]
                     self.logger.log(val, step=self.micro_step)
-                if cfg.training.sample_freq_iteration and par.is_main and _crossed(
+                if cfg.training.sample_freq_iteration and par.is_main and crossed(
                         prev, self.micro_step, cfg.training.sample_freq_iteration):
                     self.write_samples()
-                if _crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration) and \
+                if crossed(prev, self.micro_step, cfg.checkpoint.save_freq_iteration) and \
                         self.save_checkpoint() is not None:
                     saved_at = self.micro_step
             interrupted = self.stop.agreed is not None

@@ -228,3 +228,12 @@ def test_the_resolved_kernel_policy_is_recorded_in_the_run_and_its_checkpoints(t
 def test_a_kernel_that_cannot_run_here_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match=r"kernels\.attention = 'fa4' needs a Hopper GPU"):
         Trainer(_cfg(tmp_path, "kernels.attention=fa4", "logging.run_name=fa4")).build()
+
+
+def test_a_warmup_longer_than_the_run_is_said_at_start(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cfg = _cfg(tmp_path, "training.max_train_iteration=2", "optimizer.warmup_iteration=50",
+               "training.skip_validation=true", "training.num_samples=0", "logging.run_name=warm",
+               "logging.backend=console")
+    Trainer(cfg).fit()
+    out = capsys.readouterr()
+    assert "optimizer.warmup_iteration (50) exceeds training.max_train_iteration (2)" in out.out + out.err
