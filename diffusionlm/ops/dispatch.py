@@ -11,16 +11,14 @@ import torch
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
 
 
-@torch.compiler.assume_constant_result
-def _is_hopper(device_index: int) -> bool:
-    return torch.cuda.get_device_capability(device_index)[0] == 9
-
-
 def is_hopper(device: torch.device) -> bool:
-    """Whether `device` is a CUDA GPU of compute capability 9.x; a constant to torch.compile (no graph break)."""
+    """Whether `device` is a CUDA GPU of compute capability 9.x. Asked when a kernel policy is resolved, never in
+    traced code: decorating it for torch.compile would import torch._dynamo (and with it Triton and sympy, about
+    2 s) into every process that only samples on a CPU."""
     if device.type != "cuda":
         return False
-    return _is_hopper(device.index if device.index is not None else torch.cuda.current_device())
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return torch.cuda.get_device_capability(index)[0] == 9
 
 
 def package_label(distribution: str) -> str:
