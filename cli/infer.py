@@ -134,6 +134,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, TokenizerError, ValueError) as e:
         print(f"error: inference.checkpoint: {e}", file=sys.stderr)
         return 2
+    if run_cfg.objective.name != "mdlm":
+        print(f"error: inference.checkpoint: {checkpoint} was trained with objective {run_cfg.objective.name!r}; "
+              "diffusionlm-infer samples masked diffusion (mdlm) models (score other runs with diffusionlm-eval)",
+              file=sys.stderr)
+        return 2
     encoder = text_to_encoder(tokenizer)  # "<mask>" typed in a prompt is text, not the mask id
 
     def encode(text: str) -> list[int]:

@@ -151,3 +151,13 @@ def test_ctrl_c_leaves_the_interactive_loop_with_130() -> None:
     out = io.StringIO()
     assert infer.interactive_loop(str.upper, Interrupting(), out, io.StringIO(), show_prompt=False) == 130
     assert out.getvalue() == "\n"
+
+
+def test_an_autoregressive_run_is_refused_with_a_pointer_to_eval(tmp_path: Path, capsys) -> None:
+    cfg = load_config(None, ["model.vocab_size=320", "tokenizer.vocab_size=300", "model.context_length=40",
+                             "model.d_model=32", "model.n_layers=1", "model.n_heads=2", "model.causal=true",
+                             "objective.name=ar"], environ={})
+    save_tokenizer(train_tokenizer(TEXTS, 300), tmp_path / "tokenizer.json")
+    final = export_final(build_model(cfg.model), cfg, tmp_path / "tokenizer.json", tmp_path / "final")
+    code, _, err = _run(capsys, "--checkpoint", str(final), "--prompt", "Once")
+    assert code == 2 and "objective 'ar'" in err and "diffusionlm-eval" in err
