@@ -25,6 +25,8 @@ from benchmarking.common import (
     device_name,
     git_commit,
     int_list,
+    peak_bandwidth,
+    peak_flops,
     reference_records,
     summarize,
     write_result,
@@ -132,6 +134,28 @@ def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: ar
     }
 
 
+def step_floor(model: Any, model_cfg: Any, batch: int, length: int, dtype_bytes: int, device: str,
+               ) -> dict[str, Any]:
+    """The least one model call (denoising step) can cost: it reads every weight once and does the body's matrix
+    products for every position plus attention over the whole sequence (the head only for the positions that
+    can still change; counted here for all of them, an upper bound). Against the GPU's datasheet peak and
+    bandwidth when they are known: the floor is the larger of the two times."""
+    params = sum(p.numel() for p in model.parameters())
+    body = model.num_params(include_embeddings=False) if hasattr(model, "num_params") else params
+    d, n_layers, vocab = model_cfg.d_model, model_cfg.n_layers, model_cfg.vocab_size
+    positions = batch * length
+    flops = 2.0 * body * positions + 4.0 * n_layers * d * length * positions + 2.0 * d * vocab * positions
+    weight_bytes = params * dtype_bytes
+    peak, bandwidth = peak_flops(device), peak_bandwidth(device)
+    floor = {"weight_bytes": weight_bytes, "flops": flops, "peak_flops": peak, "bandwidth_bytes_per_s": bandwidth,
+             "formula": "flops = 2 N_body B L + 4 n_layers d L^2 B + 2 d V B L; bytes = every weight once"}
+    if peak is not None and bandwidth is not None:
+        compute_ms, memory_ms = flops / peak * 1e3, weight_bytes / bandwidth * 1e3
+        floor.update(compute_ms=compute_ms, memory_ms=memory_ms, floor_ms=max(compute_ms, memory_ms),
+                     bound="compute" if compute_ms >= memory_ms else "memory")
+    return floor
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -169,6 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.compile:
         model = torch.compile(model)
     figures = [time_generation(model, model_cfg, b, s, args, device) for b in args.batch_sizes for s in args.steps]
+    for fig in figures:  # how far each step is from what the hardware allows
+        fig["floor_per_step"] = step_floor(model, model_cfg, fig["batch"], args.gen_len, dtype.itemsize,
+                                           device_name(device))
+        if "floor_ms" in fig["floor_per_step"]:
+            fig["step_vs_floor"] = fig["step_ms"] / fig["floor_per_step"]["floor_ms"]
     if ref is not None:
         by_key = {(r["batch"], r["steps"], r["gen_len"]): r for r in ref}
         for fig in figures:

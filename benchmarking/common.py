@@ -67,6 +67,25 @@ def device_slug(name: str) -> str:
     return match.group(1).lower() if match else re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
+# HBM bandwidth from the vendors' datasheets (bytes/s), matched on the device name like the peaks above.
+PEAK_BANDWIDTH: tuple[tuple[str, float], ...] = (
+    ("H100 PCIE", 2.0e12),
+    ("H100", 3.35e12),
+    ("H200", 4.8e12),
+    ("GH200", 4.0e12),
+    ("A100", 2.0e12),
+)
+
+
+def peak_bandwidth(name: str) -> float | None:
+    """Datasheet memory bandwidth for a known GPU name, None when unknown."""
+    upper = name.upper()
+    for key, value in PEAK_BANDWIDTH:
+        if key in upper:
+            return value
+    return None
+
+
 def peak_flops(name: str) -> float | None:
     """Dense bf16 peak for a known GPU name, None when unknown (then no MFU is reported)."""
     upper = name.upper()

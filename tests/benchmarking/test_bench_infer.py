@@ -78,3 +78,20 @@ def test_a_preset_model_is_built_by_name_and_its_kernels_recorded(capsys) -> Non
     assert record["label"] == "small" and record["config"]["model"] == "random init, preset small"
     assert record["config"]["d_model"] == 384 and record["config"]["vocab_size"] == 8192
     assert record["kernels"]["triton"] == "off" and record["kernels"]["attention"] == "sdpa"
+
+
+def test_the_physical_floor_of_a_step_counts_weights_once_and_every_position() -> None:
+    from diffusionlm.models import build_model
+
+    cfg = load_config(None, ["model.d_model=32", "model.n_layers=2", "model.n_heads=2", "model.vocab_size=512",
+                             "tokenizer.vocab_size=512"],
+                      environ={}).model
+    model = build_model(cfg)
+    floor = bench_infer.step_floor(model, cfg, batch=2, length=16, dtype_bytes=2, device="NVIDIA H100 80GB HBM3")
+    params = sum(p.numel() for p in model.parameters())
+    body = model.num_params(include_embeddings=False)
+    assert floor["weight_bytes"] == 2 * params
+    assert floor["flops"] == 2 * body * 32 + 4 * 2 * 32 * 16 * 32 + 2 * 32 * 512 * 32
+    assert floor["memory_ms"] == pytest.approx(2 * params / 3.35e12 * 1e3)
+    assert floor["floor_ms"] == max(floor["memory_ms"], floor["compute_ms"]) and floor["bound"] == "memory"
+    assert "floor_ms" not in bench_infer.step_floor(model, cfg, 2, 16, 4, "cpu x86_64 x2"), "no datasheet for a CPU"
