@@ -77,22 +77,19 @@ PEAK_BANDWIDTH: tuple[tuple[str, float], ...] = (
 )
 
 
+def _datasheet(table: tuple[tuple[str, float], ...], name: str) -> float | None:
+    upper = name.upper()
+    return next((value for key, value in table if key in upper), None)
+
+
 def peak_bandwidth(name: str) -> float | None:
     """Datasheet memory bandwidth for a known GPU name, None when unknown."""
-    upper = name.upper()
-    for key, value in PEAK_BANDWIDTH:
-        if key in upper:
-            return value
-    return None
+    return _datasheet(PEAK_BANDWIDTH, name)
 
 
 def peak_flops(name: str) -> float | None:
     """Dense bf16 peak for a known GPU name, None when unknown (then no MFU is reported)."""
-    upper = name.upper()
-    for key, value in PEAK_BF16_FLOPS:
-        if key in upper:
-            return value
-    return None
+    return _datasheet(PEAK_BF16_FLOPS, name)
 
 
 def int_list(text: str) -> list[int]:
