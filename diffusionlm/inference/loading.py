@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ import torch.nn as nn
 from config import load_config
 from config.schema import Config
 from diffusionlm.device import resolve_precision
+from diffusionlm.manifest import MANIFEST, file_problems, read_manifest
 from diffusionlm.models import build_model
 from diffusionlm.ops import PYTORCH, KernelPolicy
 
@@ -29,29 +29,14 @@ _CHECKPOINT_FILES = ("model.pt", "config.toml", "tokenizer.json")
 def _manifest_problem(d: Path) -> str | None:
     """Why the files inference reads from checkpoint `d` do not match its manifest, or None. A checkpoint without
     manifest.json (written before checkpoints had one, or not a training checkpoint) has nothing to check."""
-    if not (d / "manifest.json").is_file():
+    if not (d / MANIFEST).is_file():
         return None
     try:
-        manifest = json.loads((d / "manifest.json").read_text())
-        entries, algorithm = manifest["files"], manifest.get("hash", "sha256")
-        hashlib.new(algorithm)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        return f"manifest.json is unreadable ({e})"
-    for name in _CHECKPOINT_FILES:
-        entry, file = entries.get(name), d / name
-        if entry is None:
-            return f"{name} is not in manifest.json"
-        if not file.is_file():
-            return f"{name} is missing"
-        if file.stat().st_size != entry.get("size"):
-            return f"{name} has {file.stat().st_size} bytes, manifest.json says {entry.get('size')}"
-        digest = hashlib.new(algorithm)
-        with open(file, "rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        if digest.hexdigest() != entry.get(algorithm):
-            return f"{name} does not match its {algorithm} in manifest.json (corrupted or modified)"
-    return None
+        _, files, algorithm = read_manifest(d)
+    except ValueError as e:
+        return str(e)
+    problems = file_problems(d, files, algorithm, _CHECKPOINT_FILES)
+    return problems[0] if problems else None
 
 
 def _locate(path: Path) -> Path:

@@ -20,26 +20,23 @@ be verified, provided the files a resume needs are there.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import sys
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from diffusionlm.manifest import HASH, MANIFEST, digests, file_problems, read_manifest
+
 _STEP_DIR = re.compile(r"^step_(\d+)$")
 _OPTIMIZER_SHARD = re.compile(r"^optimizer_rank\d+\.pt$")
-MANIFEST = "manifest.json"
 META = "meta.json"
 MANIFEST_FORMAT = 1
-HASH = "sha256"
-_CHUNK = 1 << 20
 # What every resume reads besides the optimizer state and the per-rank files (see `resume_problems`).
 TRAINER_FILES = ("model.pt", "trainer.pt", "config.toml", "tokenizer.json")
 
@@ -126,22 +123,6 @@ def write_rank_state(tmp: Path, rank: int, rng_state: dict[str, Any], data_state
 
 
 # ---------------------------------------------------------------- manifest
-def file_digest(path: Path, algorithm: str = HASH) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _digests(paths: list[Path], algorithm: str = HASH) -> list[str]:
-    """Checksums of several files at once (hashlib releases the GIL on large buffers)."""
-    if len(paths) <= 1:
-        return [file_digest(p, algorithm) for p in paths]
-    with ThreadPoolExecutor(max_workers=min(8, len(paths), os.cpu_count() or 1)) as pool:
-        return list(pool.map(lambda p: file_digest(p, algorithm), paths))
-
-
 def _listed_files(directory: Path) -> list[Path]:
     return sorted(p for p in directory.rglob("*") if p.is_file() and p.relative_to(directory).as_posix()
                   not in (MANIFEST, META))
@@ -151,7 +132,7 @@ def write_manifest(tmp: Path, step: int, world_size: int) -> dict[str, Any]:
     """Rank 0, once every rank has written its files: record each file's size and checksum."""
     files = _listed_files(tmp)
     entries = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, HASH: digest}
-               for p, digest in zip(files, _digests(files))}
+               for p, digest in zip(files, digests(files))}
     manifest = {"format": MANIFEST_FORMAT, "step": step, "world_size": world_size, "hash": HASH, "files": entries}
     _write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1))
     return manifest
@@ -226,33 +207,14 @@ def verify_checkpoint(ckpt: Path, world_size: int | None = None) -> bool:
             raise CheckpointError(f"{ckpt}: " + "; ".join(problems))
         return False
     try:
-        manifest = json.loads(manifest_path.read_text())
-        files: dict[str, dict[str, Any]] = manifest["files"]
-        algorithm = manifest.get("hash", HASH)
-        hashlib.new(algorithm)
-        if not all(isinstance(e, dict) for e in files.values()):
-            raise TypeError("a file entry is not a table")
-    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{ckpt}: manifest.json is unreadable ({type(e).__name__}: {e})") from None
+        manifest, files, algorithm = read_manifest(ckpt)
+    except ValueError as e:
+        raise CheckpointError(f"{ckpt}: {e}") from None
     problems = []
     if (manifest.get("step"), manifest.get("world_size")) != (meta["step"], meta["world_size"]):
         problems.append(f"meta.json (step {meta['step']}, world size {meta['world_size']}) disagrees with "
                         f"manifest.json (step {manifest.get('step')}, world size {manifest.get('world_size')})")
-    to_hash = []
-    for name, entry in files.items():
-        path = ckpt / name
-        if not path.is_file():
-            problems.append(f"{name} is missing")
-            continue
-        size = path.stat().st_size
-        if size != entry.get("size"):
-            how = "truncated" if isinstance(entry.get("size"), int) and size < entry["size"] else "the wrong size"
-            problems.append(f"{name} is {how}: {size} bytes, manifest.json says {entry.get('size')}")
-            continue
-        to_hash.append(name)
-    digests = _digests([ckpt / n for n in to_hash], algorithm)
-    problems += [f"{n} does not match its {algorithm} in manifest.json (corrupted or modified)"
-                 for n, d in zip(to_hash, digests) if d != files[n].get(algorithm)]
+    problems += file_problems(ckpt, files, algorithm, files)
     problems += [f"{p.name} is not in manifest.json" for p in sorted(ckpt.glob("*.pt")) if p.name not in files]
     problems += resume_problems(files, meta, world_size)
     if problems:
