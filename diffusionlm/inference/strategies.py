@@ -1,27 +1,11 @@
-"""One denoising step of each strategy, on the positions [n] of a block of every row: tensor ops, static shapes,
-no host synchronisation. Each returns the ids to write at those positions and which of them it committed."""
+"""Which candidates a step commits, for each strategy: tensor ops on [B, n] scores, static shapes, no host
+synchronisation. The candidates themselves come from `draw.py`."""
 
 from __future__ import annotations
 
 import torch
 
-from diffusionlm.inference.categorical import sample_tokens
-from diffusionlm.inference.settings import SamplerSettings
-from diffusionlm.inference.streams import ORDER, TOKENS, RowStreams
-
-
-def draw_candidates(logits: torch.Tensor, settings: SamplerSettings, streams: RowStreams, step: int,
-                    positions: torch.Tensor) -> torch.Tensor:
-    """A token for every position: [B, n] from float64 logits [B, n, V] (forbidden ids at -inf)."""
-    uniforms = None
-    if settings.temperature > 0:
-        uniforms = streams.uniform(step, TOKENS, positions, logits.shape[-1])
-    return sample_tokens(logits, settings.temperature, settings.top_k, settings.top_p, uniforms)
-
-
-def confidence(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-    """The model's probability of each candidate, softmax of the untempered, unfiltered logits [B, n]."""
-    return logits.softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+from diffusionlm.inference.streams import ORDER, RowStreams
 
 
 def ancestral_reveal(masked: torch.Tensor, streams: RowStreams, step: int, positions: torch.Tensor,
@@ -31,10 +15,9 @@ def ancestral_reveal(masked: torch.Tensor, streams: RowStreams, step: int, posit
     return masked & (streams.uniform(step, ORDER, positions) < 1.0 / steps_left)
 
 
-def top_k_commit(masked: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
-    """The k highest-scoring masked positions of every row (every row has at least k masked)."""
-    chosen = score.masked_fill(~masked, float("-inf")).topk(k, dim=-1).indices
-    return torch.zeros_like(masked).scatter_(-1, chosen, True) & masked
+def top_k_commit(score: torch.Tensor, k: int) -> torch.Tensor:
+    """The k highest-scoring positions of every row of `score` [B, m] (all of them still masked)."""
+    return torch.zeros_like(score, dtype=torch.bool).scatter_(-1, score.topk(k, dim=-1).indices, True)
 
 
 def threshold_commit(eligible: torch.Tensor, conf: torch.Tensor, threshold: float,

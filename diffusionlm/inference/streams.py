@@ -18,8 +18,8 @@ import torch
 
 _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
-_C1, _C2 = 0x7FEB352D, 0x846CA68B  # lowbias32's multipliers
-_VOCAB_SALT = (0x9E3779B9, 0x85EBCA6B)  # one salt per 32-bit word of a float64 uniform
+_C1, _C2 = 0x7FEB352D, 0x846CA68B  # lowbias32's multipliers (triton_draw.py repeats them)
+_VOCAB_SALT = (0x9E3779B9, 0x85EBCA6B)  # one salt per 32-bit word of a float64 uniform (and triton_draw.py)
 _POS_SALT = 0x27D4EB2F
 
 TOKENS = 0  # stream of the categorical (Gumbel) draws, one uniform per vocabulary entry
@@ -74,11 +74,13 @@ class RowStreams:
         self.device = torch.device(device)
         self._vocab_codes: dict[int, list[torch.Tensor]] = {}
 
-    def _bases(self, step: int, stream: int, positions: torch.Tensor) -> list[torch.Tensor]:
-        """Two [B, n] keys of (row, step, stream, position), one for each 32-bit word of a uniform. Python
-        scalars, not new tensors, carry the step: no host-to-device copy a step."""
+    def bases(self, step: int, stream: int, positions: torch.Tensor) -> list[torch.Tensor]:
+        """Two keys of (row, step, stream, position), one for each 32-bit word of a uniform: [B, n] for positions
+        [n] shared by every row, or [B, m] for per-row positions [B, m] (a value depends on the position, never
+        on where it sits in the tensor). Python scalars, not new tensors, carry the step: no host-to-device copy
+        a step."""
         mix = _py_hash(step, stream)
-        pos = _hash32_((positions.to(torch.int64) + _POS_SALT).bitwise_and_(_M32))  # [n]
+        pos = _hash32_((positions.to(torch.int64) + _POS_SALT).bitwise_and_(_M32))
         return [_hash32_((_hash32_(self.keys[:, w] ^ ((mix >> 32 * w) & _M32)))[:, None] ^ pos) for w in (0, 1)]
 
     def _vocab(self, width: int) -> list[torch.Tensor]:
@@ -89,9 +91,13 @@ class RowStreams:
         return self._vocab_codes[width]
 
     def uniform(self, step: int, stream: int, positions: torch.Tensor, width: int | None = None) -> torch.Tensor:
-        """float64 uniforms in (0, 1), [B, n] (width None) or [B, n, width], for `positions` [n] of every row at
-        denoising step `step`. Each value has 52 random bits: (k + 1/2) / 2^52, k uniform in [0, 2^52)."""
-        bases = self._bases(step, stream, positions)
+        """float64 uniforms in (0, 1), [B, n] (width None) or [B, n, width], for `positions` (see `bases`) at
+        denoising step `step`."""
+        return self.from_bases(self.bases(step, stream, positions), width)
+
+    def from_bases(self, bases: list[torch.Tensor], width: int | None = None) -> torch.Tensor:
+        """The uniforms of `bases`: [...] (width None) or [..., width], one per vocabulary index. Each value has
+        52 random bits: (k + 1/2) / 2^52, k uniform in [0, 2^52)."""
         if width is None:
             words = [_hash32_(bases[w] ^ _VOCAB_SALT[w]) for w in (0, 1)]
         else:

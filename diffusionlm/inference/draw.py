@@ -1,0 +1,57 @@
+"""Candidate tokens and their confidence from the model's logits at a step's positions: the one place that turns
+logits into draws, with a fused Triton kernel (`triton_draw.py`) and a PyTorch path of the same arithmetic.
+
+The kernel runs when the kernel policy sends the logits to Triton and no top-k / top-p filter is asked for (those
+need a sort of the vocabulary, which the PyTorch path does); both paths draw the same tokens from the same
+counter-based uniforms, up to the rounding of float64 `log` and `exp` in the two math libraries.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffusionlm.inference.categorical import forbid, sample_tokens
+from diffusionlm.inference.settings import SamplerSettings
+from diffusionlm.inference.streams import RowStreams
+from diffusionlm.ops.policy import KernelPolicy
+
+_BLOCK_V = 1024
+
+
+class Drawer:
+    """Draws for one generation: its settings, random streams and forbidden ids, and the path chosen once."""
+
+    def __init__(self, settings: SamplerSettings, streams: RowStreams, forbidden: tuple[int, int],
+                 kernels: KernelPolicy, device: torch.device):
+        self.settings, self.streams, self.forbidden = settings, streams, forbidden
+        self.forbidden_ids = torch.tensor(forbidden, device=device)  # once: no host-to-device copy a step
+        self.fused = (kernels.uses_triton(torch.empty(0, device=device))
+                      and settings.top_k == 0 and settings.top_p >= 1.0)
+
+    def __call__(self, logits: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(tokens int64 [B, m], confidence float64 [B, m]) from the model's logits [B, m, V] (any float dtype)
+        and the positions' token-stream keys (`RowStreams.bases`, two [B, m]). The token is a draw from softmax
+        of logits / temperature (greedy at temperature 0) after top-k and top-p, the forbidden ids never drawn;
+        the confidence is the untempered, unfiltered softmax probability of that token."""
+        s = self.settings
+        if self.fused:
+            return _draw_triton(logits, keys, s.temperature, self.forbidden)
+        full = forbid(logits, self.forbidden_ids)
+        uniforms = self.streams.from_bases(keys, logits.shape[-1]) if s.temperature > 0 else None
+        tokens = sample_tokens(full, s.temperature, s.top_k, s.top_p, uniforms)
+        return tokens, full.softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
+
+
+def _draw_triton(logits: torch.Tensor, keys: list[torch.Tensor], temperature: float,
+                 forbidden: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    from diffusionlm.inference.triton_draw import draw_kernel
+
+    shape, vocab = logits.shape[:-1], logits.shape[-1]
+    flat = logits.reshape(-1, vocab).contiguous()
+    n = flat.shape[0]
+    tokens = torch.empty(n, dtype=torch.int64, device=logits.device)
+    conf = torch.empty(n, dtype=torch.float64, device=logits.device)
+    k0, k1 = (k.expand(shape).reshape(-1).contiguous() for k in keys)
+    draw_kernel[(n,)](flat, k0, k1, tokens, conf, vocab, temperature or 1.0, forbidden[0], forbidden[1],
+                      GREEDY=temperature == 0, BLOCK_V=_BLOCK_V, num_warps=4)
+    return tokens.view(shape), conf.view(shape)
