@@ -52,7 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                    default="low_confidence", help="the sampler's strategy (threshold: steps is an upper bound)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="weights and activations (auto: bf16 on CUDA, fp32 elsewhere)")
+    p.add_argument("--threshold", type=float, default=0.9, help="the threshold strategy's confidence threshold")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (one graph per batch shape)")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay the denoising loop from CUDA graphs (GraphedSampler; CUDA only)")
     p.add_argument("--device", default="auto")
     p.add_argument("--reps", type=int, default=5, help="timed generations per configuration")
     p.add_argument("--warmup", type=int, default=1, help="untimed generations first (compilation, allocator)")
@@ -97,17 +100,20 @@ def build_model(args: argparse.Namespace) -> tuple[Any, Any, str, Any]:
 
 
 def time_generation(model: Any, model_cfg: Any, batch: int, steps: int, args: argparse.Namespace,
-                    device: Any) -> dict[str, Any]:
+                    device: Any, kernels: Any) -> dict[str, Any]:
     import torch
 
-    from diffusionlm.inference import SamplerSettings, generate
+    from diffusionlm.inference import GraphedSampler, SamplerSettings, generate
 
     cuda = device.type == "cuda"
     template = [model_cfg.mask_token_id] * args.gen_len
-    settings = SamplerSettings(strategy=args.strategy, steps=steps, seed=0)
+    settings = SamplerSettings(strategy=args.strategy, steps=steps, seed=0, threshold=args.threshold)
+    graphed = GraphedSampler(model, model_cfg, settings, kernels=kernels) if args.cuda_graphs else None
 
     def run() -> Any:
-        return generate(model, model_cfg, template, settings, batch_size=batch)
+        if graphed is not None:
+            return graphed.generate(template, batch_size=batch)
+        return generate(model, model_cfg, template, settings, batch_size=batch, kernels=kernels)
 
     for _ in range(args.warmup):
         run()
@@ -192,7 +198,11 @@ def main(argv: list[str] | None = None) -> int:
     model.to(dtype)
     if args.compile:
         model = torch.compile(model)
-    figures = [time_generation(model, model_cfg, b, s, args, device) for b in args.batch_sizes for s in args.steps]
+    if args.cuda_graphs and device.type != "cuda":
+        print("error: --cuda-graphs needs a CUDA device", file=sys.stderr)
+        return 2
+    figures = [time_generation(model, model_cfg, b, s, args, device, kernels)
+               for b in args.batch_sizes for s in args.steps]
     for fig in figures:  # how far each step is from what the hardware allows
         fig["floor_per_step"] = step_floor(model, model_cfg, fig["batch"], args.gen_len, dtype.itemsize,
                                            device_name(device))
@@ -212,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"model": origin, "d_model": model_cfg.d_model, "n_layers": model_cfg.n_layers,
                    "vocab_size": model_cfg.vocab_size, "context_length": model_cfg.context_length,
                    "params": sum(p.numel() for p in model.parameters()), "dtype": str(dtype).removeprefix("torch."),
-                   "compile": args.compile, "strategy": args.strategy, "reps": args.reps, "warmup": args.warmup},
+                   "compile": args.compile, "cuda_graphs": args.cuda_graphs,
+                   "strategy": args.strategy, "threshold": args.threshold if args.strategy == "threshold" else None,
+                   "reps": args.reps, "warmup": args.warmup},
         "kernels": kernels.record(),
         "timer": "perf_counter around generate(), CUDA synchronized" if device.type == "cuda" else "perf_counter",
         "figures": figures,

@@ -1,5 +1,6 @@
 """Sampling from trained models: the generation API, templates, model loading."""
 
+from diffusionlm.inference.graphed import GraphedSampler
 from diffusionlm.inference.loading import ModelLoadError, inference_dtype, load_model
 from diffusionlm.inference.result import Generation
 from diffusionlm.inference.sampler import GenerationError, generate
@@ -11,6 +12,7 @@ __all__ = [
     "STRATEGIES",
     "Generation",
     "GenerationError",
+    "GraphedSampler",
     "ModelLoadError",
     "SamplerSettings",
     "TemplateError",

@@ -197,6 +197,12 @@ def model_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
+def policy_of(model: nn.Module, kernels: KernelPolicy | None) -> KernelPolicy:
+    """The kernel policy a generation runs with: the one given, else the model's (a family keeps the policy it
+    was built with as `kernels`), else PyTorch everywhere."""
+    return kernels if kernels is not None else getattr(model, "kernels", PYTORCH)
+
+
 def prepare(model_cfg: ModelConfig, template: Sequence[int] | torch.Tensor, settings: SamplerSettings,
             batch_size: int | None, device: torch.device) -> Request:
     """Check a request against the model and plan its blocks; a request it cannot serve is a GenerationError."""
@@ -228,7 +234,7 @@ def generate(
     *,
     batch_size: int | None = None,
     first_row: int = 0,
-    kernels: KernelPolicy = PYTORCH,
+    kernels: KernelPolicy | None = None,
     on_step: OnStep | None = None,
     step_context: StepContext | None = None,
 ) -> Generation:
@@ -237,7 +243,7 @@ def generate(
 
     Row i draws from the random stream of (settings.seed, first_row + i): a batch of rows [r, r + B) gives the
     same rows as any other batching of them (split a large request into batches with first_row). `kernels`
-    decides whether the draws take the fused Triton kernel (the model's own policy, usually).
+    decides whether the draws take the fused Triton kernel; None means the model's own policy (`model.kernels`).
 
     on_step(step, ids) runs after every step (ids is the live [B, L] buffer: clone what you keep); step_context
     wraps each step (e.g. an NVTX range). Returns a `Generation`: ids, the given positions, steps taken, model
@@ -247,7 +253,8 @@ def generate(
     device = model_device(model)
     req = prepare(model_cfg, template, settings, batch_size, device)
     streams = RowStreams(settings.seed, req.x.shape[0], device, first_row)
-    loop = Loop(model, model_cfg, req.x, settings, req.blocks, streams, kernels, on_step, step_context)
+    loop = Loop(model, model_cfg, req.x, settings, req.blocks, streams, policy_of(model, kernels), on_step,
+                step_context)
     RUNS[settings.strategy](loop)
     return Generation(ids=loop.x, given=req.given, eos_token_id=model_cfg.eos_token_id,
                       steps=loop.step, model_calls=loop.calls)
