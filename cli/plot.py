@@ -1,7 +1,10 @@
-"""diffusionlm-plot: training curves of a run (loss, validation NELBO, learning rate, tokens/s) as a PNG.
+"""diffusionlm-plot: training curves of one run or several overlaid (loss, validation NELBO or NLL, learning rate,
+tokens/s) as a PNG.
 
 Reads `runs/<run>/metrics.jsonl` (one JSON object per line, as every run writes it) and renders with
-matplotlib's Agg backend, so it works on a headless GPU host as well as on a laptop.
+matplotlib's Agg backend, so it works on a headless GPU host as well as on a laptop. Several runs share the
+panels, one labelled line each (an MDLM and its AR baseline: `val.nelbo` is the NELBO bound of the one and the
+exact NLL of the other, both in nats/token).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 # (metric key, panel title)
 PANELS: tuple[tuple[str, str], ...] = (
     ("metrics.loss", "training loss"),
-    ("val.nelbo", "validation NELBO (nats/token)"),
+    ("val.nelbo", "validation NELBO / AR NLL (nats/token)"),
     ("metrics.lr", "learning rate"),
     ("metrics.tokens_per_s", "tokens/s"),
 )
@@ -67,8 +70,8 @@ def series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[f
     return xs, ys
 
 
-def render(records: list[dict[str, Any]], output: Path, title: str) -> list[str]:
-    """Draw the 2x2 panels to `output`; returns the keys that had data."""
+def render(runs: dict[str, list[dict[str, Any]]], output: Path, title: str) -> list[str]:
+    """Draw the 2x2 panels to `output`, a line per run (label -> records); returns the keys that had data."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -77,15 +80,20 @@ def render(records: list[dict[str, Any]], output: Path, title: str) -> list[str]
     fig, axes = plt.subplots(2, 2, figsize=(11, 7), constrained_layout=True)
     drawn = []
     for ax, (key, label) in zip(axes.flat, PANELS):
-        xs, ys = series(records, key)
         ax.set_title(label)
         ax.set_xlabel("micro-step")
-        if xs:
-            ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3)
+        for name, records in runs.items():
+            xs, ys = series(records, key)
+            if xs:
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=name)
+        if ax.lines:
             ax.grid(alpha=0.3)
+            if len(runs) > 1:
+                ax.legend(fontsize=8)
             drawn.append(key)
         else:
-            ax.text(0.5, 0.5, f"no {key} in this run", ha="center", va="center", transform=ax.transAxes)
+            ax.text(0.5, 0.5, f"no {key} in {'these runs' if len(runs) > 1 else 'this run'}", ha="center",
+                    va="center", transform=ax.transAxes)
     fig.suptitle(title)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110)
@@ -95,24 +103,38 @@ def render(records: list[dict[str, Any]], output: Path, title: str) -> list[str]
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="diffusionlm-plot", description=__doc__)
-    parser.add_argument("run", help="run directory (runs/<run>) or a metrics.jsonl file")
-    parser.add_argument("--output", "-o", metavar="PNG", help="default: <run>/curves.png")
+    parser.add_argument("run", nargs="+", help="run directories (runs/<run>) or metrics.jsonl files, overlaid")
+    parser.add_argument("--output", "-o", metavar="PNG", help="default: <first run>/curves.png")
+    parser.add_argument("--title", help="default: the run names")
     args = parser.parse_args(argv)
+    runs: dict[str, list[dict[str, Any]]] = {}
     try:
-        path = metrics_path(args.run)
-        records, bad = read_records(path)
+        paths = [metrics_path(run) for run in args.run]
+        for path in paths:
+            records, bad = read_records(path)
+            if bad:
+                print(f"warning: skipped {bad} unreadable line(s) in {path}", file=sys.stderr)
+            runs[_label(path, runs)] = records
     except (PlotError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    output = Path(args.output) if args.output else path.parent / "curves.png"
+    output = Path(args.output) if args.output else paths[0].parent / "curves.png"
     if output.suffix.lower() != ".png":
         print(f"error: --output {output}: expected a .png path", file=sys.stderr)
         return 2
-    drawn = render(records, output, title=path.parent.name)
-    if bad:
-        print(f"warning: skipped {bad} unreadable line(s) in {path}", file=sys.stderr)
-    print(f"wrote {output} ({len(records)} records; curves: {', '.join(drawn) or 'none'})")
+    drawn = render(runs, output, title=args.title or ", ".join(runs))
+    counts = ", ".join(str(len(r)) for r in runs.values())
+    print(f"wrote {output} ({counts} records; curves: {', '.join(drawn) or 'none'})")
     return 0
+
+
+def _label(path: Path, taken: dict[str, Any]) -> str:
+    """A run's name in the legend: its directory, made unique."""
+    name, n = path.parent.name or str(path), 2
+    label = name
+    while label in taken:
+        label, n = f"{name} ({n})", n + 1
+    return label
 
 
 if __name__ == "__main__":

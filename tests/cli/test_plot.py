@@ -71,3 +71,23 @@ def test_output_must_be_png(tmp_path, capsys):
     _write_run(run, steps=2)
     assert plot.main([str(run), "--output", str(tmp_path / "c.jpg")]) == 2
     assert "expected a .png" in capsys.readouterr().err
+
+
+def test_several_runs_share_the_panels_one_line_each(tmp_path, capsys, monkeypatch):
+    a, b = tmp_path / "mdlm", tmp_path / "ar"
+    _write_run(a)
+    _write_run(b, steps=6)
+    lines: dict[str, int] = {}
+    real_render = plot.render
+
+    def counting_render(runs, output, title):
+        lines.update({name: len(records) for name, records in runs.items()})
+        return real_render(runs, output, title)
+
+    monkeypatch.setattr(plot, "render", counting_render)
+    out_png = tmp_path / "both.png"
+    assert plot.main([str(a), str(b), "-o", str(out_png)]) == 0
+    assert lines == {"mdlm": 15, "ar": 7}  # every record of each run, labelled by its directory
+    assert _png_size(out_png)[0] > 600
+    assert plot.main([str(a), str(tmp_path / "nope")]) == 2  # one bad run: a clear error, nothing written
+    assert "no metrics.jsonl" in capsys.readouterr().err
