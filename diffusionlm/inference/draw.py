@@ -12,7 +12,7 @@ import torch
 
 from diffusionlm.inference.categorical import forbid, sample_tokens
 from diffusionlm.inference.settings import SamplerSettings
-from diffusionlm.inference.streams import RowStreams
+from diffusionlm.inference.streams import TOKENS, RowStreams
 from diffusionlm.ops.policy import KernelPolicy
 
 _BLOCK_V = 1024
@@ -28,22 +28,24 @@ class Drawer:
         self.fused = (kernels.uses_triton(torch.empty(0, device=device))
                       and settings.top_k == 0 and settings.top_p >= 1.0)
 
-    def __call__(self, logits: torch.Tensor, keys: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, logits: torch.Tensor, positions: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens int64 [B, m], confidence float64 [B, m]) from the model's logits [B, m, V] (any float dtype)
-        and the positions' token-stream keys (`RowStreams.bases`, two [B, m]). The token is a draw from softmax
-        of logits / temperature (greedy at temperature 0) after top-k and top-p, the forbidden ids never drawn;
-        the confidence is the untempered, unfiltered softmax probability of that token."""
+        at `positions` ([m] shared by the rows, or [B, m]) of denoising step `step`, with the uniforms of the
+        rows' token streams. The token is a draw from softmax of logits / temperature (greedy at temperature 0)
+        after top-k and top-p, the forbidden ids never drawn; the confidence is the untempered, unfiltered
+        softmax probability of that token."""
         s = self.settings
         if self.fused:
-            return _draw_triton(logits, keys, s.temperature, self.forbidden)
+            return _draw_triton(logits, self.streams, positions, step, s.temperature, self.forbidden)
+        keys = self.streams.bases(step, TOKENS, positions)
         full = forbid(logits, self.forbidden_ids)
         uniforms = self.streams.from_bases(keys, logits.shape[-1]) if s.temperature > 0 else None
         tokens = sample_tokens(full, s.temperature, s.top_k, s.top_p, uniforms)
         return tokens, full.softmax(-1).gather(-1, tokens[..., None]).squeeze(-1)
 
 
-def _draw_triton(logits: torch.Tensor, keys: list[torch.Tensor], temperature: float,
-                 forbidden: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _draw_triton(logits: torch.Tensor, streams: RowStreams, positions: torch.Tensor, step: int,
+                 temperature: float, forbidden: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     from diffusionlm.inference.triton_draw import draw_kernel
 
     shape, vocab = logits.shape[:-1], logits.shape[-1]
@@ -51,7 +53,9 @@ def _draw_triton(logits: torch.Tensor, keys: list[torch.Tensor], temperature: fl
     n = flat.shape[0]
     tokens = torch.empty(n, dtype=torch.int64, device=logits.device)
     conf = torch.empty(n, dtype=torch.float64, device=logits.device)
-    k0, k1 = (k.expand(shape).reshape(-1).contiguous() for k in keys)
-    draw_kernel[(n,)](flat, k0, k1, tokens, conf, vocab, temperature or 1.0, forbidden[0], forbidden[1],
-                      GREEDY=temperature == 0, BLOCK_V=_BLOCK_V, num_warps=4)
+    flat_positions = positions.expand(shape).reshape(-1).contiguous()
+    mix0, mix1 = RowStreams.step_mix(step, TOKENS)
+    draw_kernel[(n,)](flat, streams.keys, flat_positions, tokens, conf, shape[-1], vocab, mix0, mix1,
+                      temperature or 1.0, forbidden[0], forbidden[1], GREEDY=temperature == 0, BLOCK_V=_BLOCK_V,
+                      num_warps=4)
     return tokens.view(shape), conf.view(shape)

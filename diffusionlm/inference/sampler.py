@@ -32,7 +32,7 @@ from diffusionlm.inference.result import Generation
 from diffusionlm.inference.schedule import Block, plan_blocks
 from diffusionlm.inference.settings import SamplerSettings
 from diffusionlm.inference.strategies import ancestral_reveal, threshold_commit, top_k_commit
-from diffusionlm.inference.streams import ORDER, TOKENS, RowStreams
+from diffusionlm.inference.streams import ORDER, RowStreams
 from diffusionlm.ops.policy import PYTORCH, KernelPolicy
 
 OnStep = Callable[[int, torch.Tensor], None]
@@ -83,7 +83,7 @@ class Loop:
 
     def candidates(self, logits: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens, confidence) [B, m] drawn at this step from the logits at `positions`."""
-        return self.draw(logits, self.streams.bases(self.step, TOKENS, positions))
+        return self.draw(logits, positions, self.step)
 
     def context(self) -> contextlib.AbstractContextManager:
         return self.step_context() if self.step_context is not None else contextlib.nullcontext()

@@ -20,7 +20,7 @@ _M32 = 0xFFFFFFFF
 _M64 = (1 << 64) - 1
 _C1, _C2 = 0x7FEB352D, 0x846CA68B  # lowbias32's multipliers (triton_draw.py repeats them)
 _VOCAB_SALT = (0x9E3779B9, 0x85EBCA6B)  # one salt per 32-bit word of a float64 uniform (and triton_draw.py)
-_POS_SALT = 0x27D4EB2F
+_POS_SALT = 0x27D4EB2F  # (and triton_draw.py)
 
 TOKENS = 0  # stream of the categorical (Gumbel) draws, one uniform per vocabulary entry
 ORDER = 1  # stream of the per-position draws: which positions to reveal
@@ -73,6 +73,12 @@ class RowStreams:
         self.keys = torch.tensor([[k & _M32, k >> 32] for k in keys], dtype=torch.int64, device=device)
         self.device = torch.device(device)
         self._vocab_codes: dict[int, list[torch.Tensor]] = {}
+
+    @staticmethod
+    def step_mix(step: int, stream: int) -> tuple[int, int]:
+        """The two 32-bit words that key (step, stream) in `bases` (what a fused kernel takes instead)."""
+        mix = _py_hash(step, stream)
+        return mix & _M32, (mix >> 32) & _M32
 
     def bases(self, step: int, stream: int, positions: torch.Tensor) -> list[torch.Tensor]:
         """Two keys of (row, step, stream, position), one for each 32-bit word of a uniform: [B, n] for positions

@@ -2,8 +2,10 @@
 of the model's logits. Imported only where Triton runs.
 
 The PyTorch path materialises float64 logits, two int64 hash words and a float64 uniform per vocabulary entry
-(several [N, V] buffers, each written and read again); here each program owns one position, walks the vocabulary
-in chunks and keeps per-lane running maxima, so the logits are read once and nothing of size [N, V] is written.
+(several [N, V] buffers, each written and read again), and keys each position with a dozen small integer ops;
+here each program owns one position, derives its keys from the row's key and the step, walks the vocabulary in
+chunks and keeps per-lane running maxima, so the logits are read once, nothing of size [N, V] is written, and a
+denoising step's draws are one kernel launch.
 The arithmetic is the PyTorch path's, operation for operation, in float64: the same counter-based uniforms
 (`streams.py`: lowbias32 words of the position's two keys and the vocabulary index), the same Gumbel noise
 -log(-log(u)) added to logits / temperature, argmax with ties to the lowest index, and the confidence
@@ -16,9 +18,10 @@ import triton
 import triton.language as tl
 
 # streams.py's constants: lowbias32's multipliers and the two vocabulary salts
-_C1, _C2 = 0x7FEB352D, 0x846CA68B
-_SALT0, _SALT1 = 0x9E3779B9, 0x85EBCA6B
-_M32 = 0xFFFFFFFF
+_C1, _C2 = tl.constexpr(0x7FEB352D), tl.constexpr(0x846CA68B)
+_SALT0, _SALT1 = tl.constexpr(0x9E3779B9), tl.constexpr(0x85EBCA6B)
+_M32 = tl.constexpr(0xFFFFFFFF)
+_POS_SALT = tl.constexpr(0x27D4EB2F)
 
 
 @triton.jit
@@ -32,11 +35,15 @@ def _lowbias32(h):
 
 
 @triton.jit
-def draw_kernel(logits_ptr, key0_ptr, key1_ptr, tokens_ptr, conf_ptr, V, temperature, forbid_a, forbid_b,
-                GREEDY: tl.constexpr, BLOCK_V: tl.constexpr):
+def draw_kernel(logits_ptr, row_keys_ptr, positions_ptr, tokens_ptr, conf_ptr, per_row, V, mix0, mix1,
+                temperature, forbid_a, forbid_b, GREEDY: tl.constexpr, BLOCK_V: tl.constexpr):
+    # One program per output row: position `positions[row]` of batch row `row // per_row`. Its two keys are
+    # `RowStreams.bases`: lowbias32(lowbias32(row key ^ step mix) ^ lowbias32(position + salt)), per word.
     row = tl.program_id(0).to(tl.int64)
-    key0 = tl.load(key0_ptr + row).to(tl.uint64)
-    key1 = tl.load(key1_ptr + row).to(tl.uint64)
+    batch_row = row // per_row
+    pos = _lowbias32((tl.load(positions_ptr + row).to(tl.uint64) + _POS_SALT) & _M32)
+    key0 = _lowbias32(_lowbias32(tl.load(row_keys_ptr + 2 * batch_row).to(tl.uint64) ^ mix0) ^ pos)
+    key1 = _lowbias32(_lowbias32(tl.load(row_keys_ptr + 2 * batch_row + 1).to(tl.uint64) ^ mix1) ^ pos)
     best = tl.full([BLOCK_V], float("-inf"), tl.float64)
     best_at = tl.zeros([BLOCK_V], tl.int64)
     run_max = tl.full([BLOCK_V], float("-inf"), tl.float64)

@@ -10,7 +10,7 @@ import torch
 
 from diffusionlm.inference import SamplerSettings, generate
 from diffusionlm.inference.draw import Drawer
-from diffusionlm.inference.streams import TOKENS, RowStreams
+from diffusionlm.inference.streams import RowStreams
 from diffusionlm.ops import PYTORCH, KernelPolicy
 from tests.diffusionlm.inference.toys import MASK, PAD, tiny_transformer
 
@@ -31,11 +31,10 @@ def kernels() -> KernelPolicy:
 def _both(kernels: KernelPolicy, logits: torch.Tensor, settings: SamplerSettings, positions: torch.Tensor,
           step: int = 3) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     streams = RowStreams(settings.seed, logits.shape[0], DEVICE, first_row=2)
-    keys = streams.bases(step, TOKENS, positions)
     fused = Drawer(settings, streams, (MASK, PAD), kernels, DEVICE)
     plain = Drawer(settings, streams, (MASK, PAD), PYTORCH, DEVICE)
     assert fused.fused and not plain.fused
-    return fused(logits, keys), plain(logits, keys)
+    return fused(logits, positions, step), plain(logits, positions, step)
 
 
 @pytest.mark.parametrize("vocab", [37, 2500])  # one chunk of the vocabulary, and several with a ragged end
