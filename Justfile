@@ -1,6 +1,7 @@
 # Train on a remote GPU host over SSH. Settings: REMOTE_HOST, REMOTE_PORT, REMOTE_ROOT, REMOTE_KEY,
-# REMOTE_JUMP (environment or .env; see .env.example). Every recipe is one call into
-# `diffusionlm-remote <verb>`; arguments are `key=value` pairs or the verb's --options.
+# REMOTE_JUMP (environment or .env; see .env.example). Every remote recipe is one call into
+# `diffusionlm-remote <verb>`; arguments are `key=value` pairs or the verb's --options. `build-kernels` builds
+# csrc/ on this machine.
 
 set positional-arguments
 
@@ -63,3 +64,7 @@ fetch *args:
 # Tail a run's console log: `just logs [run=NAME] [lines=100] [--follow]`
 logs *args:
     diffusionlm-remote logs "$@"
+
+# Compiled kernels, csrc/ into csrc/build/ (CUDA sm_87;sm_90): `just build-kernels [--arch 8.7] [--check-cuda-source]`
+build-kernels *args:
+    python3 -m diffusionlm.ops.build_kernels "$@"

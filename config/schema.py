@@ -277,6 +277,28 @@ class InferenceConfig(Section):
         "auto", description="weights and activations for sampling; auto = bf16 on CUDA, else fp32")
 
 
+class ExportConfig(Section):
+    """`diffusionlm-export`: an edge deploy bundle (fp16 safetensors, a torch.export program, ONNX for TensorRT) of
+    one trained model at one static shape. Shapes are static because TensorRT builds its fastest engines for
+    fixed shapes; a second shape is a second bundle. Lengths are checked against the model when it loads."""
+
+    checkpoint: str | None = Field(None, description="run dir, checkpoint dir or final/ export")
+    output: str | None = Field(None, description="bundle directory to write (must be absent or empty)")
+    target: Literal["jetson", "generic"] = Field(
+        "jetson", description="jetson: the ONNX graph is meant for a TensorRT fp16 engine, so the export also refuses "
+        "when the model computed in fp16 disagrees with fp32; generic: fp16 figures are recorded, only the fp16 "
+        "weights are checked")
+    length: int = Field(128, gt=0, description="tokens per row (static); at most the model's context_length")
+    batch: int = Field(1, gt=0, description="rows per call (static)")
+    opset: int = Field(18, ge=18, description="ONNX opset; the dynamo exporter writes 18 or later (its conversion "
+                       "to 17 fails on this model's ReduceMean)")
+    seed: int = Field(0, description="seed of the random parity input")
+    fp32_tolerance: float = Field(1e-3, gt=0, description="largest max-abs logit difference allowed between the eager "
+                                  "fp32 model and the exported program / onnxruntime")
+    fp16_min_agreement: float = Field(0.95, ge=0, le=1, description="smallest fraction of positions whose argmax "
+                                      "the fp16 model must share with the fp32 model")
+
+
 class Config(Section):
     model: SerializeAsAny[ModelConfig] = Field(default_factory=TransformerConfig)
     objective: SerializeAsAny[ObjectiveConfig] = Field(default_factory=MDLMConfig)
@@ -292,6 +314,7 @@ class Config(Section):
     profiling: ProfilingConfig = ProfilingConfig()
     inference: InferenceConfig = InferenceConfig()
     eval: EvalConfig = EvalConfig()
+    export: ExportConfig = ExportConfig()
 
     @model_validator(mode="before")
     @classmethod
