@@ -25,6 +25,10 @@ class KernelsConfig(Section):
         "SwiGLU kernels and on sm90+ the SwiGLU backward in a product's epilogue (triton), or on Hopper both "
         "SwiGLU passes in quack's product epilogues (quack: required, from any size; auto: where the pinned quack "
         "imports and at least quack_min_gate_up elements per call)")
+    csrc: Literal["auto", "jit", "off"] = Field(
+        "auto", description="the compiled csrc/ ops (diffusionlm::draw, ...) where the device has them: the library "
+        "built by `just build-kernels` if it matches this torch and the sources (auto), built first if needed "
+        "(jit), or never (off: their PyTorch fallbacks). Triton's kernels take precedence where they run")
     fa4_min_scores: int = Field(
         1 << 27, ge=0, description="attention takes FlashAttention-4's backward under `auto` from this many scores "
         "(B x H x T x T) per call: its Python-side launch costs more host time than cuDNN's, which small calls "

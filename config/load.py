@@ -33,6 +33,7 @@ ENV_OVERRIDES: dict[str, tuple[str, dict[str, Any]]] = {
                                               "interpret": "interpret"}),
     "DIFFUSIONLM_ATTENTION": ("kernels.attention", {v: v for v in ("auto", "sdpa", "fa4")}),
     "DIFFUSIONLM_MLP": ("kernels.mlp", {v: v for v in ("auto", "triton", "quack", "pytorch")}),
+    "DIFFUSIONLM_CSRC": ("kernels.csrc", {v: v for v in ("auto", "jit", "off")}),
     "DIFFUSIONLM_NVTX": ("profiling.nvtx", _ON_OFF),
     "DIFFUSIONLM_NVTX_LEVEL": ("profiling.nvtx_level", {v: v for v in ("coarse", "fine", "verbose")}),
 }

@@ -2,8 +2,10 @@
 logits into draws, with a fused Triton kernel (`triton_draw.py`) and a PyTorch path of the same arithmetic.
 
 The kernel runs when the kernel policy sends the logits to Triton and no top-k / top-p filter is asked for (those
-need a sort of the vocabulary, which the PyTorch path does); both paths draw the same tokens from the same
-counter-based uniforms, up to the rounding of float64 `log` and `exp` in the two math libraries.
+need a sort of the vocabulary, which the PyTorch path does); elsewhere, where the policy has the compiled csrc/
+ops (`[kernels] csrc`, e.g. on a Jetson without Triton), their `diffusionlm::draw` does the same pass. All paths
+draw the same tokens from the same counter-based uniforms, up to the rounding of float64 `log` and `exp` in the
+math libraries.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ class Drawer:
                  kernels: KernelPolicy, device: torch.device):
         self.settings, self.streams, self.forbidden = settings, streams, forbidden
         self.forbidden_ids = torch.tensor(forbidden, device=device)  # once: no host-to-device copy a step
-        self.fused = (kernels.uses_triton(torch.empty(0, device=device))
-                      and settings.top_k == 0 and settings.top_p >= 1.0)
+        unfiltered = settings.top_k == 0 and settings.top_p >= 1.0
+        self.fused = kernels.uses_triton(torch.empty(0, device=device)) and unfiltered
+        self.compiled = not self.fused and kernels.csrc == "on" and unfiltered  # csrc/'s diffusionlm::draw
 
     def __call__(self, logits: torch.Tensor, positions: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(tokens int64 [B, m], confidence float64 [B, m]) from the model's logits [B, m, V] (any float dtype)
@@ -38,6 +41,10 @@ class Drawer:
         if self.fused:
             return _draw_triton(logits, self.streams, positions, step, s.temperature, self.forbidden)
         keys = self.streams.bases(step, TOKENS, positions)
+        if self.compiled:
+            from diffusionlm.ops import csrc
+
+            return csrc.draw(logits, keys[0], keys[1], s.temperature, *self.forbidden)
         full = forbid(logits, self.forbidden_ids)
         uniforms = self.streams.from_bases(keys, logits.shape[-1]) if s.temperature > 0 else None
         tokens = sample_tokens(full, s.temperature, s.top_k, s.top_p, uniforms)

@@ -8,7 +8,7 @@ itself wants, and a load of the result at the end, so a library that does not lo
 its first use. The CPU kernels are always built; the CUDA kernels when torch is a CUDA build and a toolkit is
 found, for `--arch` (TORCH_CUDA_ARCH_LIST; default 8.7;9.0: the Jetson Orin and H100). A build on the Jetson
 itself may pass --arch 8.7 to halve its time. `--jit` builds through `csrc.load(jit=True)` instead, the path a
-process takes with DIFFUSIONLM_CSRC=jit, and prints what it decided.
+process takes with `[kernels] csrc = "jit"`, and prints what it decided.
 
 `--check-cuda-source` compiles the device kernels alone, without torch (`csrc/kernels_check.cu` instantiates
 every kernel of the .cuh headers), with nvcc for sm_87 and sm_90, and lists the object's GPU code with

@@ -12,7 +12,7 @@ PyTorch when the library cannot be had:
   it was built for this torch and from the current sources;
 - `jit`: build it first (`torch.utils.cpp_extension`, incremental; the result lands where `auto` finds it);
 - `off`: the PyTorch fallback.
-`load(jit=...)` asks for one of these; otherwise the environment variable `DIFFUSIONLM_CSRC` (auto | jit | off).
+`load(mode)` asks for one of these; a run's `[kernels] csrc` chooses it (`resolve_kernels`).
 Under torch.compile, decide first (call `load()` or an op once in eager mode): the decision itself is file
 system work that a traced function cannot hold.
 
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,6 @@ BUILD_DIR = SOURCE_DIR / "build"
 CPU_SOURCES = ("ops.cpp", "draw_cpu.cpp", "rms_norm_cpu.cpp")
 CUDA_SOURCES = ("ops_cuda.cu",)
 BUILD_INFO = "build_info.json"  # beside the library: the torch it was built for and a hash of its sources
-ENV_VAR = "DIFFUSIONLM_CSRC"
 
 # streams.py's constants: lowbias32's multipliers, the two vocabulary salts
 _C1, _C2 = 0x7FEB352D, 0x846CA68B
@@ -97,7 +95,7 @@ def _find_prebuilt(build_dir: Path, source_dir: Path) -> Path:
     lib, info_path = library_path(build_dir), build_dir / BUILD_INFO
     rebuild = "python3 -m diffusionlm.ops.build_kernels"
     if not lib.is_file() or not info_path.is_file():
-        raise BuildError(f"no prebuilt library in {build_dir} (build it: {rebuild}, or {ENV_VAR}=jit)")
+        raise BuildError(f"no prebuilt library in {build_dir} (build it: {rebuild}, or set kernels.csrc = 'jit')")
     try:
         info = json.loads(info_path.read_text())
     except (OSError, ValueError) as e:
@@ -110,14 +108,16 @@ def _find_prebuilt(build_dir: Path, source_dir: Path) -> Path:
     return lib
 
 
-def load(*, jit: bool | None = None, source_dir: Path | None = None, build_dir: Path | None = None,
-         verbose: bool = False) -> bool:
-    """Load the compiled ops into this process (once; a failed attempt may be retried, say with `jit=True`).
-    Returns whether they are loaded; `status()` says why. jit None follows `DIFFUSIONLM_CSRC`. Never raises for
-    a missing compiler or a failed build: the ops then run their PyTorch fallback."""
+def load(mode: str = "auto", *, jit: bool | None = None, source_dir: Path | None = None,
+         build_dir: Path | None = None, verbose: bool = False) -> bool:
+    """Load the compiled ops into this process (once; a failed attempt may be retried, say with mode "jit").
+    `mode`: "auto" (the prebuilt library), "jit" (build first) or "off"; `jit` True/False overrides it. Returns
+    whether they are loaded; `status()` says why. Never raises for a missing compiler or a failed build: the
+    ops then run their PyTorch fallback."""
+    if mode not in ("auto", "jit", "off"):
+        raise ValueError(f"kernels.csrc must be auto, jit or off, got {mode!r}")
     if _state is not None and _state.loaded:
         return True
-    mode = os.environ.get(ENV_VAR, "auto").strip().lower()
     source_dir = Path(source_dir) if source_dir is not None else SOURCE_DIR
     build_dir = Path(build_dir) if build_dir is not None else BUILD_DIR
     if _ops_defined():  # loaded already (torch.ops.load_library); a second copy could not register its schemas
@@ -125,7 +125,7 @@ def load(*, jit: bool | None = None, source_dir: Path | None = None, build_dir: 
         _set_state(_State(True, _compiled_devices(), "compiled diffusionlm ops (loaded before load())"))
         return True
     if jit is None and mode == "off":
-        _set_state(_State(False, frozenset(), f"PyTorch fallback: {ENV_VAR}=off"))
+        _set_state(_State(False, frozenset(), "PyTorch fallback: kernels.csrc = 'off'"))
         return False
     jit = mode == "jit" if jit is None else jit
     try:
@@ -182,6 +182,11 @@ def available() -> bool:
 def status() -> str:
     """Which path the ops take in this process, and why (decided on first use; logged once)."""
     return _ensure_state().message
+
+
+def devices() -> frozenset[str]:
+    """Device types the loaded ops have compiled kernels for (empty when the fallback runs)."""
+    return _ensure_state().devices
 
 
 def _use_compiled(t: torch.Tensor) -> bool:

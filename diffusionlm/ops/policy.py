@@ -29,13 +29,15 @@ class KernelPolicy:
     """triton: "on" (CUDA tensors take the Triton kernels), "off", or "interpret" (CPU tensors too, through
     Triton's interpreter). attention: "sdpa" or "fa4" (cuDNN forward + FlashAttention-4 backward from
     fa4_min_scores scores per call). mlp: "pytorch", "triton", or "quack" (from quack_min_gate_up elements of
-    the gate/up product per call; below it the Triton path)."""
+    the gate/up product per call; below it the Triton path). csrc: "on" where the compiled csrc/ ops are loaded
+    and have kernels for the run's device, else "off" (their PyTorch fallbacks)."""
 
     triton: Literal["on", "off", "interpret"] = "off"
     attention: Literal["sdpa", "fa4"] = "sdpa"
     mlp: Literal["pytorch", "triton", "quack"] = "pytorch"
     fa4_min_scores: int = 1 << 27
     quack_min_gate_up: int = 150_000_000
+    csrc: Literal["on", "off"] = "off"
 
     def uses_triton(self, t: torch.Tensor) -> bool:
         """Whether an op over `t` takes its Triton kernel."""
@@ -98,10 +100,19 @@ def _mlp(cfg: KernelsConfig, device: torch.device, triton: str) -> tuple[str, in
     return "triton", cfg.quack_min_gate_up
 
 
+def _csrc(setting: str, device: torch.device) -> str:
+    if setting == "off":
+        return "off"
+    from diffusionlm.ops import csrc
+
+    csrc.load(setting)  # never raises: a missing library or toolchain leaves the fallback, said in csrc.status()
+    return "on" if device.type in csrc.devices() else "off"
+
+
 def resolve_kernels(cfg: KernelsConfig, device: torch.device | str) -> KernelPolicy:
     """The policy for a model on `device`; raises KernelUnavailable where a required kernel cannot run."""
     device = torch.device(device)
     triton = _triton(cfg.triton, device)
     attention, min_scores = _attention(cfg, device)
     mlp, min_gate_up = _mlp(cfg, device, triton)
-    return KernelPolicy(triton, attention, mlp, min_scores, min_gate_up)  # type: ignore[arg-type]
+    return KernelPolicy(triton, attention, mlp, min_scores, min_gate_up, _csrc(cfg.csrc, device))  # type: ignore[arg-type]

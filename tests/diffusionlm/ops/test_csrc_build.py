@@ -27,8 +27,7 @@ FALLBACK_SCRIPT = textwrap.dedent("""
     os.environ["CXX"] = "/nonexistent/c++"
     report["no_compiler"] = [csrc.load(jit=True, build_dir=build / "nocc"), csrc.status()]
     del os.environ["CXX"]
-    os.environ["DIFFUSIONLM_CSRC"] = "off"
-    report["off"] = [csrc.load(), csrc.status()]
+    report["off"] = [csrc.load("off"), csrc.status()]
     report["available"] = csrc.available()
 
     logits = torch.randn(4, 23)
@@ -61,7 +60,7 @@ def test_fallback_when_the_library_cannot_be_had(tmp_path: Path):
     loaded, message = report["no_compiler"]
     assert not loaded and message == "PyTorch fallback: no C++ compiler: '/nonexistent/c++' is not on PATH " \
                                      "(install g++ or set CXX)"
-    assert report["off"] == [False, "PyTorch fallback: DIFFUSIONLM_CSRC=off"]
+    assert report["off"] == [False, "PyTorch fallback: kernels.csrc = 'off'"]
     assert report["available"] is False
     assert report["fallback_runs"]
 

@@ -17,7 +17,7 @@ from diffusionlm.ops import csrc
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The compiled ops, built from csrc/ into a fresh directory as DIFFUSIONLM_CSRC=jit would (once a process:
+    """The compiled ops, built from csrc/ into a fresh directory as kernels.csrc = 'jit' would (once a process:
     a later module finds them loaded)."""
     from torch.utils.cpp_extension import is_ninja_available
 
@@ -191,3 +191,24 @@ def test_cuda_matches_reference(compiled, dtype):
     graph.replay()
     expected = csrc.draw_reference(logits, new_key0, key1, 0.7, 5, 50000)
     assert torch.equal(captured[0].cpu(), expected[0])
+
+
+@pytest.mark.usefixtures("compiled")
+@pytest.mark.parametrize("strategy", ["low_confidence", "threshold"])
+def test_generations_with_the_compiled_draw_are_the_pytorch_paths(strategy: str) -> None:
+    """The sampler takes diffusionlm::draw where the kernel policy has the compiled ops and Triton does not run
+    (the edge target), and produces the rows of the PyTorch path."""
+    from config.kernels import KernelsConfig
+    from diffusionlm.inference import SamplerSettings, generate
+    from diffusionlm.ops import PYTORCH, resolve_kernels
+    from tests.diffusionlm.inference.toys import MASK, tiny_transformer
+
+    policy = resolve_kernels(KernelsConfig(triton="off", csrc="auto"), "cpu")
+    assert policy.csrc == "on" and policy.record()["csrc"] == "on"
+    assert resolve_kernels(KernelsConfig(triton="off", csrc="off"), "cpu").csrc == "off"
+    model, cfg = tiny_transformer(seed=6)
+    settings = SamplerSettings(strategy=strategy, steps=6, block_length=8, temperature=0.9, threshold=0.3)
+    template = [7, 8] + [MASK] * 14
+    compiled = generate(model, cfg, template, settings, batch_size=3, kernels=policy)
+    plain = generate(model, cfg, template, settings, batch_size=3, kernels=PYTORCH)
+    assert torch.equal(compiled.ids, plain.ids)

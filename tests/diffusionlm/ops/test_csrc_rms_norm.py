@@ -16,7 +16,7 @@ EPS = 1e-6
 
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The compiled ops, built from csrc/ into a fresh directory as DIFFUSIONLM_CSRC=jit would (once a process:
+    """The compiled ops, built from csrc/ into a fresh directory as kernels.csrc = 'jit' would (once a process:
     a later module finds them loaded)."""
     from torch.utils.cpp_extension import is_ninja_available
 

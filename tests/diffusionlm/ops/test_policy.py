@@ -21,14 +21,15 @@ CPU = torch.device("cpu")
 
 def test_defaults_resolve_to_the_pytorch_policy_on_cpu():
     """`auto` everywhere: no Triton for CPU tensors, SDPA, the PyTorch MLP, and the default thresholds."""
-    assert resolve_kernels(KernelsConfig(), CPU) == PYTORCH
-    assert resolve_kernels(KernelsConfig(), "cpu") == PYTORCH  # a device name will do
-    assert resolve_kernels(KernelsConfig(triton="off", attention="sdpa", mlp="pytorch"), CPU) == PYTORCH
+    # csrc off: whether `auto` finds the compiled ops depends on what this process built (test_csrc_*.py)
+    assert resolve_kernels(KernelsConfig(csrc="off"), CPU) == PYTORCH
+    assert resolve_kernels(KernelsConfig(csrc="off"), "cpu") == PYTORCH  # a device name will do
+    assert resolve_kernels(KernelsConfig(triton="off", attention="sdpa", mlp="pytorch", csrc="off"), CPU) == PYTORCH
 
 
 def test_interpret_resolves_to_the_interpreter_and_the_triton_mlp(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")  # what tests/conftest.py chose before Triton was imported
-    kernels = resolve_kernels(KernelsConfig(triton="interpret"), CPU)
+    kernels = resolve_kernels(KernelsConfig(triton="interpret", csrc="off"), CPU)
     assert kernels == KernelPolicy(triton="interpret", attention="sdpa", mlp="triton")
     assert kernels.uses_triton(torch.zeros(1))
     assert resolve_kernels(KernelsConfig(triton="interpret", mlp="pytorch"), CPU).mlp == "pytorch"
@@ -75,7 +76,7 @@ def test_refusals_are_value_errors():
 
 
 def test_explicit_thresholds_are_carried_under_auto():
-    kernels = resolve_kernels(KernelsConfig(fa4_min_scores=12345, quack_min_gate_up=678), CPU)
+    kernels = resolve_kernels(KernelsConfig(fa4_min_scores=12345, quack_min_gate_up=678, csrc="off"), CPU)
     assert kernels == KernelPolicy(fa4_min_scores=12345, quack_min_gate_up=678)
 
 
@@ -87,17 +88,17 @@ def test_forced_choices_run_from_any_size(monkeypatch):
     monkeypatch.setattr(policy_module, "is_hopper", lambda device: True)
     monkeypatch.setattr(quack_mlp, "quack_mlp_available", lambda device, warn=True: True)
     cfg = dict(fa4_min_scores=12345, quack_min_gate_up=678)
-    assert resolve_kernels(KernelsConfig(**cfg), CPU) == KernelPolicy(attention="fa4", **cfg)
-    forced = resolve_kernels(KernelsConfig(attention="fa4", triton="interpret", mlp="quack", **cfg), CPU)
+    assert resolve_kernels(KernelsConfig(csrc="off", **cfg), CPU) == KernelPolicy(attention="fa4", **cfg)
+    forced = resolve_kernels(KernelsConfig(attention="fa4", triton="interpret", mlp="quack", csrc="off", **cfg), CPU)
     assert forced == KernelPolicy(triton="interpret", attention="fa4", mlp="quack", fa4_min_scores=0,
                                   quack_min_gate_up=0)
     # `auto` takes quack only with Triton on, which a CPU device never resolves to
     assert resolve_kernels(KernelsConfig(triton="interpret", **cfg), CPU).mlp == "triton"
 
 
-def test_record_is_a_plain_dict_of_the_five_settings():
+def test_record_is_a_plain_dict_of_the_six_settings():
     record = KernelPolicy(triton="interpret", mlp="triton", fa4_min_scores=7).record()
     assert type(record) is dict
     assert record == {"triton": "interpret", "attention": "sdpa", "mlp": "triton", "fa4_min_scores": 7,
-                      "quack_min_gate_up": 150_000_000}
+                      "quack_min_gate_up": 150_000_000, "csrc": "off"}
     assert KernelPolicy(**record) == KernelPolicy(triton="interpret", mlp="triton", fa4_min_scores=7)

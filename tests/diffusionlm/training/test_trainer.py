@@ -216,13 +216,14 @@ def test_activation_norms_keep_the_loss_path_and_its_numbers(tmp_path: Path, pat
 
 def test_the_resolved_kernel_policy_is_recorded_in_the_run_and_its_checkpoints(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "training.max_train_iteration=2", "training.skip_validation=true",
-               "training.num_samples=0", "logging.run_name=kern", "kernels.mlp=pytorch")
+               "training.num_samples=0", "logging.run_name=kern", "kernels.mlp=pytorch", "kernels.csrc=off")
     result = Trainer(cfg).fit()
     for where in (result.run_dir / "config.toml", result.run_dir / "checkpoints" / "step_2" / "config.toml"):
         saved = load_config(where, environ={})
         assert saved.kernels.mlp == "pytorch"
         assert saved.kernels.resolved == {"triton": "off", "attention": "sdpa", "mlp": "pytorch",
-                                          "fa4_min_scores": 1 << 27, "quack_min_gate_up": 150_000_000}
+                                          "fa4_min_scores": 1 << 27, "quack_min_gate_up": 150_000_000,
+                                          "csrc": "off"}
 
 
 def test_a_kernel_that_cannot_run_here_is_a_clear_error(tmp_path: Path) -> None:
