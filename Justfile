@@ -65,6 +65,15 @@ fetch *args:
 logs *args:
     diffusionlm-remote logs "$@"
 
+# Jetson (JETSON_HOST, JETSON_PORT, JETSON_USER, JETSON_ROOT, JETSON_KEY; docs/jetson.md): tree + bundle there,
+# venv, kernels built for sm_87 and parity-checked: `just deploy-jetson bundle=bundles/<name>`
+deploy-jetson *args:
+    diffusionlm-remote deploy-jetson "$@"
+
+# Bench a deployed bundle on the Jetson, JSON fetched back: `just bench-jetson bundle=<name> [output=PATH] [args="..."]`
+bench-jetson *args:
+    diffusionlm-remote bench-jetson "$@"
+
 # Compiled kernels, csrc/ into csrc/build/ (CUDA sm_87;sm_90): `just build-kernels [--arch 8.7] [--check-cuda-source]`
 build-kernels *args:
     python3 -m diffusionlm.ops.build_kernels "$@"

@@ -24,7 +24,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # Dense bf16/fp16 tensor-core peaks from the vendors' datasheets (no sparsity), matched on the device name.
 # H100/H200 SXM: 989 TFLOP/s. Order matters: the first substring found wins.
+# jetson-orin-nano-8gb (a name for --estimate-device; the module itself reports just "Orin"): NVIDIA's Jetson
+# Orin Nano Series datasheet gives the 8GB module 40 sparse / 20 dense INT8 TOPS (1024 CUDA cores, 32 tensor
+# cores, GPU at 625 MHz); Ampere's tensor cores run fp16 at half their INT8 rate, hence 10 TFLOP/s dense fp16
+# (= 32 tensor cores x 512 fp16 FLOP/clk x 625 MHz). The JetPack 6.2 "Super" clocks (1020 MHz) would give 16.7.
 PEAK_BF16_FLOPS: tuple[tuple[str, float], ...] = (
+    ("JETSON-ORIN-NANO-8GB", 10e12),
     ("H100 PCIE", 756e12),
     ("H100", 989e12),
     ("H200", 989e12),
@@ -68,13 +73,30 @@ def device_slug(name: str) -> str:
 
 
 # HBM bandwidth from the vendors' datasheets (bytes/s), matched on the device name like the peaks above.
+# jetson-orin-nano-8gb: 128-bit LPDDR5, 68 GB/s (the datasheet; 102 GB/s with the JetPack 6.2 "Super" clocks),
+# shared by the CPU and the GPU.
 PEAK_BANDWIDTH: tuple[tuple[str, float], ...] = (
+    ("JETSON-ORIN-NANO-8GB", 68e9),
     ("H100 PCIE", 2.0e12),
     ("H100", 3.35e12),
     ("H200", 4.8e12),
     ("GH200", 4.0e12),
     ("A100", 2.0e12),
 )
+
+
+# Memory a benchmark may plan on (bytes) for a device whose CPU and GPU share it: its total less a reserve for
+# what else lives there. Orin Nano 8GB: 8 GiB LPDDR5; the reserve of 2 GiB covers L4T without a desktop, the
+# CUDA context and the PyTorch process's own libraries (a conservative allowance, not a measurement).
+DEVICE_MEMORY: tuple[tuple[str, int, int], ...] = (
+    ("JETSON-ORIN-NANO-8GB", 8 * 2**30, 2 * 2**30),
+)
+
+
+def device_memory(name: str) -> int | None:
+    """Usable memory (total less reserve) of a device in DEVICE_MEMORY, None when unknown."""
+    upper = name.upper()
+    return next((total - reserve for key, total, reserve in DEVICE_MEMORY if key in upper), None)
 
 
 def _datasheet(table: tuple[tuple[str, float], ...], name: str) -> float | None:

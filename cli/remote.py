@@ -6,6 +6,7 @@ import argparse
 import re
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,11 +20,11 @@ def _settings(args: argparse.Namespace):
     return load_settings(dotenv_path=args.dotenv)
 
 
-def _with_session(args: argparse.Namespace, what: str, step: Callable, *, retry: bool = True):
+def _with_session(args: argparse.Namespace, what: str, step: Callable, *, retry: bool = True, settings=None):
     """Open a session and run step(session); idempotent steps are retried when the connection fails."""
     from remote.session import RemoteSession, with_retries
 
-    settings = _settings(args)
+    settings = settings or _settings(args)
 
     def attempt():
         with RemoteSession(settings) as session:
@@ -208,6 +209,40 @@ def cmd_exec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _jetson_settings(args: argparse.Namespace):
+    import os
+
+    from remote.jetson import jetson_settings
+
+    return jetson_settings(dict(os.environ), dotenv_path=args.dotenv)
+
+
+def cmd_deploy_jetson(args: argparse.Namespace) -> int:
+    from remote.jetson import deploy_steps
+
+    settings = _jetson_settings(args)  # bad settings fail before anything is contacted
+    for name, step in deploy_steps(Path(args.bundle)):
+        print(f"[remote] == {name}", file=sys.stderr)
+        _with_session(args, name, step, settings=settings)
+    return 0
+
+
+def cmd_bench_jetson(args: argparse.Namespace) -> int:
+    from remote.jetson import fetch_file, run_bench
+
+    settings = _jetson_settings(args)
+    name = Path(args.bundle).name
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    local = Path(args.output or f"benchmarking/results/bench_infer_jetson_{name}_{stamp}.json")
+
+    def step(session):
+        return fetch_file(session, run_bench(session, name, shlex.split(args.args)), local)
+
+    _with_session(args, "bench-jetson", step, retry=False, settings=settings)
+    print(local)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="diffusionlm-remote",
@@ -270,6 +305,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("infer", cmd_infer, "run a diffusionlm tool (default diffusionlm-infer) in the host environment")
     p.add_argument("--command", default="diffusionlm-infer")
     p.add_argument("--args", default="", help="its arguments as one string")
+    p = verb("deploy-jetson", cmd_deploy_jetson,
+             "Jetson (JETSON_*): sync the tree and a bundle, build the environment and the kernels, parity-check")
+    p.add_argument("--bundle", required=True, help="export bundle directory (diffusionlm-export)")
+    p = verb("bench-jetson", cmd_bench_jetson,
+             "Jetson (JETSON_*): diffusionlm-bench-infer on a deployed bundle, its JSON fetched back")
+    p.add_argument("--bundle", required=True, help="the bundle deployed with deploy-jetson (its directory name)")
+    p.add_argument("--args", default="", help="extra bench flags as one string; they override the grid")
+    p.add_argument("--output", default="", help="local JSON path (default: benchmarking/results/"
+                                                "bench_infer_jetson_<bundle>_<time>.json)")
     p = verb("exec", cmd_exec, "run one command in REMOTE_ROOT (arguments are quoted, not interpreted)")
     p.add_argument("argv", nargs=argparse.REMAINDER)
     return parser

@@ -104,6 +104,20 @@ def push_tree(session: RemoteSession, method: Method = "auto", root: Path | None
     return used
 
 
+def push_dir(session: RemoteSession, local: Path, dest: str, method: Method = "auto") -> str:
+    """Replace remote `dest` with a copy of the local directory `local` (a unit such as an export bundle: nothing
+    of an earlier copy survives, and no sync manifest is written into it); returns the method used."""
+    if not local.is_dir():
+        raise SettingsError(f"{local} is not a directory")
+    files = sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file())
+    q_dest = quote_remote_path(dest)
+    session.run(f"rm -rf {q_dest} && mkdir -p {q_dest}", f"clear {dest}")
+    used = _pick_method(session, method)
+    (_push_rsync if used == "rsync" else _push_tar)(session, local, files, dest)
+    print(f"[remote] copied {len(files)} files of {local} to {dest} via {used}")
+    return used
+
+
 def _resolve_remote(session: RemoteSession, path: str) -> str:
     if path.startswith("/"):
         return posixpath.normpath(path)

@@ -2,6 +2,7 @@
 
     python3 -m diffusionlm.ops.build_kernels [--arch "8.7;9.0"] [--cpu-only] [--jit] [--verbose]
     python3 -m diffusionlm.ops.build_kernels --check-cuda-source
+    python3 -m diffusionlm.ops.build_kernels [--arch 8.7] --parity
 
 The build is `torch.utils.cpp_extension.load(..., is_python_module=False)`: ninja, incremental, the flags torch
 itself wants, and a load of the result at the end, so a library that does not load is caught here and not at
@@ -14,6 +15,10 @@ process takes with `[kernels] csrc = "jit"`, and prints what it decided.
 every kernel of the .cuh headers), with nvcc for sm_87 and sm_90, and lists the object's GPU code with
 `cuobjdump --list-elf` (or, without cuobjdump, from the fatbinary's own headers). It needs nvcc only, so the
 kernels are checked for both targets on machines with neither a GPU nor a CUDA torch.
+
+`--parity` builds, then runs the compiled ops against their PyTorch fallbacks (`csrc.*_reference`) on a few
+shapes on every device they were compiled for, and exits 1 on any mismatch: the check a freshly deployed device
+(`just deploy-jetson`) runs before it is trusted.
 """
 
 from __future__ import annotations
@@ -244,6 +249,58 @@ def _run_check(source_dir: Path, out_dir: Path) -> int:
     return 0
 
 
+# --- parity against the PyTorch fallbacks --------------------------------------------------------------------------
+
+# (rows, vocab) of `draw` and (rows, width) of `rms_norm`: a tiny, an odd and a vocabulary-sized row.
+PARITY_SHAPES = ((1, 1), (3, 7), (4, 4097))
+
+
+def parity_check(devices: frozenset[str] | None = None) -> list[str]:
+    """Mismatches between the loaded compiled ops and their PyTorch fallbacks on PARITY_SHAPES, one line each, on
+    `devices` (default: those the library was compiled for). Tolerances are the csrc tests': draw's tokens exact
+    and confidence to 1e-12; rms_norm to float32 accumulation order (fp16 to its own rounding)."""
+    from diffusionlm.ops import csrc
+
+    problems: list[str] = []
+    for device in sorted(devices if devices is not None else csrc.devices()):
+        g = torch.Generator().manual_seed(0)
+        dtypes = (torch.float32, torch.float16) if device == "cuda" else (torch.float32,)
+        for rows, width in PARITY_SHAPES:
+            logits = (torch.randn(rows, width, generator=g) * 3).to(device)
+            keys = torch.randint(0, 2**32, (2, rows), generator=g, dtype=torch.int64).to(device)
+            forbid = (0, width - 1) if width > 2 else (-1, -1)  # never forbid every id of a tiny vocabulary
+            for temperature in (0.0, 0.8):
+                tokens, confidence = torch.ops.diffusionlm.draw(logits, keys[0], keys[1], temperature, *forbid)
+                ref_t, ref_c = csrc.draw_reference(logits, keys[0], keys[1], temperature, *forbid)
+                if not torch.equal(tokens, ref_t) or not torch.allclose(confidence, ref_c, rtol=1e-12, atol=0):
+                    problems.append(f"draw on {device}, {rows}x{width}, T={temperature}: differs from draw_reference")
+            for dtype in dtypes:
+                x = torch.randn(rows, width, generator=g).to(device, dtype)
+                residual = torch.randn(rows, width, generator=g).to(device, dtype)
+                weight = (1 + torch.randn(width, generator=g) / 4).to(device, dtype)
+                out, new_res = torch.ops.diffusionlm.rms_norm(x, weight, 1e-6, residual)
+                ref_out, ref_res = csrc.rms_norm_reference(x, weight, 1e-6, residual)
+                tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-3, "atol": 2e-3}
+                if not (torch.allclose(out, ref_out, **tol) and torch.equal(new_res, ref_res)):
+                    problems.append(f"rms_norm on {device}, {rows}x{width}, {dtype}: differs from rms_norm_reference")
+    return problems
+
+
+def _run_parity(build_dir: Path, source_dir: Path) -> int:
+    from diffusionlm.ops import csrc
+
+    if not csrc.load(source_dir=source_dir, build_dir=build_dir):
+        print(f"parity: the compiled ops are not loaded: {csrc.status()}", file=sys.stderr)
+        return 1
+    problems = parity_check()
+    for line in problems:
+        print(f"parity: {line}", file=sys.stderr)
+    checked = ", ".join(sorted(csrc.devices()))
+    print(f"parity: {'FAILED' if problems else 'ok'}: compiled ops vs PyTorch fallbacks on {checked}, "
+          f"{len(PARITY_SHAPES)} shapes")
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python3 -m diffusionlm.ops.build_kernels", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -256,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check-cuda-source", action="store_true",
                         help="compile the CUDA kernels alone with nvcc for sm_87 and sm_90 and list the code")
     parser.add_argument("--verbose", action="store_true", help="show the compiler's commands and output")
+    parser.add_argument("--parity", action="store_true",
+                        help="after the build, compare the compiled ops with their PyTorch fallbacks (exit 1 on a "
+                             "mismatch)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.check_cuda_source:
@@ -272,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         with _env("TORCH_CUDA_ARCH_LIST", arch_list if with_cuda else None):
             loaded = csrc.load(jit=True, source_dir=args.source_dir, build_dir=args.build_dir, verbose=args.verbose)
         print(f"build-kernels: {csrc.status()}")
+        if loaded and args.parity:
+            return _run_parity(args.build_dir, args.source_dir)
         return 0 if loaded else 1
     try:
         lib = build_library(args.source_dir, args.build_dir, with_cuda=with_cuda, arch_list=arch_list,
@@ -280,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build-kernels: {e}", file=sys.stderr)
         return 1
     print(f"build-kernels: {lib}")
-    return 0
+    return _run_parity(args.build_dir, args.source_dir) if args.parity else 0
 
 
 if __name__ == "__main__":

@@ -95,3 +95,59 @@ def test_the_physical_floor_of_a_step_counts_weights_once_and_every_position() -
     assert floor["memory_ms"] == pytest.approx(2 * params / 3.35e12 * 1e3)
     assert floor["floor_ms"] == max(floor["memory_ms"], floor["compute_ms"]) and floor["bound"] == "memory"
     assert "floor_ms" not in bench_infer.step_floor(model, cfg, 2, 16, 4, "cpu x86_64 x2"), "no datasheet for a CPU"
+
+
+def test_a_setting_over_the_memory_budget_is_refused_before_loading(capsys, monkeypatch) -> None:
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded although the setting was refused")
+
+    monkeypatch.setattr(bench_infer, "build_model", no_loading)
+    argv = [*FRESH, "--gen-len", "16,32", "--batch-sizes", "1,4", "--steps", "2", "--memory-budget-gb", "0.001"]
+    assert bench_infer.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--memory-budget-gb" in err and "batch 4 x gen-len 32 in float32 needs an estimated" in err
+    assert "more than the budget of 0.00 GiB (--memory-budget-gb)" in err
+
+
+def test_jetson_config_lengths_estimate_and_budget(capsys) -> None:
+    from benchmarking.common import device_memory, peak_bandwidth, peak_flops
+
+    assert (peak_flops("jetson-orin-nano-8gb"), peak_bandwidth("jetson-orin-nano-8gb")) == (10e12, 68e9)
+    argv = [*FRESH, "--config", "config/resources/bench_infer_jetson.toml", "--gen-len", "8,16", "--batch-sizes",
+            "1", "--steps", "2", "--reps", "1", "--warmup", "0", "--estimate-device", "jetson-orin-nano-8gb"]
+    assert bench_infer.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["config"]["dtype"] == "float16"  # from the config's inference.precision
+    assert [f["gen_len"] for f in record["figures"]] == [8, 16]
+    assert record["memory_estimate"]["budget_bytes"] == device_memory("jetson-orin-nano-8gb") == 6 * 2**30
+    for fig in record["figures"]:
+        est, floor = fig["estimate"], fig["floor_per_step"]
+        ms = max(floor["weight_bytes"] / 68e9, floor["flops"] / 10e12) * 1e3
+        assert est["floor_ms_per_step"] == pytest.approx(ms)
+        assert est["tokens_per_s_ceiling"] == pytest.approx(fig["gen_len"] / (fig["steps"] * ms / 1e3))
+
+
+def test_unknown_estimate_device_is_a_usage_error() -> None:
+    with pytest.raises(SystemExit) as e:
+        bench_infer.main([*FRESH, "--estimate-device", "toaster"])
+    assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_an_export_bundle_is_verified_and_benchmarked(tmp_path: Path, capsys) -> None:
+    from cli.export import main as export
+    from tests.diffusionlm.export.runs import trained_run
+
+    bundle = tmp_path / "bundle"
+    assert export(["--checkpoint", str(trained_run(tmp_path)), "--output", str(bundle), "--length", "32",
+                   "--target", "generic"]) == 0
+    capsys.readouterr()
+    argv = ["--bundle", str(bundle), "--gen-len", "16", "--batch-sizes", "1", "--steps", "2", "--reps", "1",
+            "--warmup", "0", "--precision", "fp16"]
+    assert bench_infer.main(argv) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["config"]["model"] == f"bundle {bundle}" and record["config"]["dtype"] == "float16"
+    assert record["config"]["params"] == json.loads((bundle / "manifest.json").read_text())["model"]["num_params"]
+    (bundle / "config.toml").write_text((bundle / "config.toml").read_text() + "\n# edited\n")
+    with pytest.raises(SystemExit, match=r"config\.toml"):
+        bench_infer.main(argv)
