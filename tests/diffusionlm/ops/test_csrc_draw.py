@@ -3,9 +3,6 @@ the inference path's own arithmetic and the counter-based streams, and as a samp
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 import torch
@@ -13,21 +10,6 @@ import torch
 from diffusionlm.inference.categorical import forbid, sample_tokens
 from diffusionlm.inference.streams import TOKENS, RowStreams
 from diffusionlm.ops import csrc
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The compiled ops, built from csrc/ into a fresh directory as kernels.csrc = 'jit' would (once a process:
-    a later module finds them loaded)."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C++ compiler ({compiler!r} is not on PATH)")
-    if not is_ninja_available():
-        pytest.skip("ninja is not installed")
-    if not csrc.load(jit=True, build_dir=tmp_path_factory.mktemp("csrc-build")):
-        pytest.fail(f"the kernels did not build: {csrc.status()}")
 
 
 @pytest.fixture

@@ -3,30 +3,12 @@ fallback, and both compiled ops under torch.library.opcheck and torch.compile(fu
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import pytest
 import torch
 
 from diffusionlm.ops import csrc
 
 EPS = 1e-6
-
-
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The compiled ops, built from csrc/ into a fresh directory as kernels.csrc = 'jit' would (once a process:
-    a later module finds them loaded)."""
-    from torch.utils.cpp_extension import is_ninja_available
-
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        pytest.skip(f"no C++ compiler ({compiler!r} is not on PATH)")
-    if not is_ninja_available():
-        pytest.skip("ninja is not installed")
-    if not csrc.load(jit=True, build_dir=tmp_path_factory.mktemp("csrc-build")):
-        pytest.fail(f"the kernels did not build: {csrc.status()}")
 
 
 def _inputs(width: int, dtype: torch.dtype, weight_dtype: torch.dtype, seed: int = 0):
