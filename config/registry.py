@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from config.model import ModelConfig, TransformerConfig
-from config.objective import ARConfig, MDLMConfig, ObjectiveConfig
+from config.objective import ARConfig, BD3LMConfig, MDLMConfig, ObjectiveConfig
 
 
 @dataclass(frozen=True)
@@ -73,3 +73,4 @@ def objective(name: Any) -> Plugin:
 register_family("transformer", TransformerConfig, "diffusionlm.models.transformer:DiffusionTransformer")
 register_objective("mdlm", MDLMConfig, "diffusionlm.diffusion.mdlm:build_mdlm", families=("transformer",))
 register_objective("ar", ARConfig, "diffusionlm.diffusion.ar:build_ar", families=("transformer",))
+register_objective("bd3lm", BD3LMConfig, "diffusionlm.diffusion.bd3lm:build_bd3lm", families=("transformer",))

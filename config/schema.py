@@ -346,7 +346,7 @@ class Config(Section):
         if self.model.family not in trains:
             raise ValueError(f"objective {self.objective.name!r} cannot train model family {self.model.family!r} "
                              f"(it trains: {', '.join(trains)})")
-        type(self.objective).check_model(self.model)
+        self.objective.check_model(self.model)  # on the section: a check may read its own settings
         # Shards carry their own tokenizer (checked against [model] when it loads), so no size to compare.
         trains_one = self.tokenizer.path is None and self.data.source != "shards"
         if trains_one and self.tokenizer.vocab_size > self.model.vocab_size:

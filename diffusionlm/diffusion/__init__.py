@@ -1,5 +1,5 @@
-"""Training objectives (masked diffusion: MDLM; the autoregressive baseline: AR) and their noise schedules, built
-by name from the registry.
+"""Training objectives (masked diffusion: MDLM; block diffusion: BD3-LM; the autoregressive baseline: AR) and
+their noise schedules, built by name from the registry.
 
 The objective contract (`Objective` below): `real_tokens(batch)` says which positions count;
 `objective(model, batch, generator, normalizer) -> (loss, metrics)` is the reference computation;
@@ -21,6 +21,8 @@ import torch.nn as nn
 
 from config import registry
 from diffusionlm.diffusion.ar import ARObjective, build_ar, next_token_ce, next_token_targets
+from diffusionlm.diffusion.bd3lm import BD3LMObjective, build_bd3lm
+from diffusionlm.diffusion.block_mask import block_mask
 from diffusionlm.diffusion.masked_loss import CompiledMaskedLoss, static_capacity
 from diffusionlm.diffusion.mdlm import MDLMObjective, build_mdlm
 from diffusionlm.diffusion.noise import forward_mask, sample_times
@@ -49,6 +51,6 @@ def build_objective(cfg: Config) -> Objective:
     return registry.objective(cfg.objective.name).build(cfg.objective, cfg.model)
 
 
-__all__ = ["SCHEDULES", "ARObjective", "CompiledMaskedLoss", "MDLMObjective", "NoiseSchedule", "Objective", "build_ar",
-           "build_mdlm", "build_objective", "forward_mask", "get_schedule", "next_token_ce", "next_token_targets",
-           "sample_times", "static_capacity"]
+__all__ = ["SCHEDULES", "ARObjective", "BD3LMObjective", "CompiledMaskedLoss", "MDLMObjective", "NoiseSchedule",
+           "Objective", "block_mask", "build_ar", "build_bd3lm", "build_mdlm", "build_objective", "forward_mask",
+           "get_schedule", "next_token_ce", "next_token_targets", "sample_times", "static_capacity"]

@@ -43,9 +43,13 @@ class Rotary(nn.Module):
         self.register_buffer("cos", freqs.cos()[:, None], persistent=False)
         self.register_buffer("sin", freqs.sin()[:, None], persistent=False)
 
-    def angles(self, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """(cos, sin) of the first `length` positions, [T, 1, D/2] in `dtype`."""
-        return self.cos[:length].to(dtype), self.sin[:length].to(dtype)
+    def angles(self, length: int, dtype: torch.dtype, position_ids: torch.Tensor | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin) of the first `length` positions, or of `position_ids` (int64 [T]) when given, [T, 1, D/2]
+        in `dtype`. Given positions let one input hold several sequences that share positions 0..L-1."""
+        if position_ids is None:
+            return self.cos[:length].to(dtype), self.sin[:length].to(dtype)
+        return self.cos[position_ids].to(dtype), self.sin[position_ids].to(dtype)
 
 
 class Attention(nn.Module):
@@ -58,12 +62,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.context_length, cfg.rope_theta)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, attn_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads)
         # key_mask [B, 1, 1, T]: queries may not attend to padding keys. None when packing.
-        y = rotary_attention(qkv, *self.rotary.angles(T, qkv.dtype), causal=self.causal, key_mask=key_mask,
-                             kernels=self.kernels)
+        # attn_mask: bool [T, T] (or [B, 1, T, T] with padding folded in), True = may attend; None: full.
+        y = rotary_attention(qkv, *self.rotary.angles(T, qkv.dtype, position_ids), causal=self.causal,
+                             key_mask=key_mask, kernels=self.kernels, attn_mask=attn_mask)
         return self.proj(y.reshape(B, T, D))  # y: [B, T, H, D], no layout copies on the way
 
 
@@ -105,12 +111,13 @@ class Block(nn.Module):
         # adaLN: the timestep embedding shifts/scales both norms and gates both residual branches.
         self.adaln = nn.Linear(d, 6 * d) if cfg.time_conditioning == "adaln" else None
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, cond: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None, cond: torch.Tensor | None,
+                attn_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
         if self.adaln is None:
-            x = x + self.attn(self.attn_norm(x), key_mask)
+            x = x + self.attn(self.attn_norm(x), key_mask, attn_mask, position_ids)
             return x + self.mlp(self.mlp_norm(x))
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(F.silu(cond))[:, None].chunk(6, dim=-1)
-        x = x + gate1 * self.attn(self.attn_norm(x) * (1 + scale1) + shift1, key_mask)
+        x = x + gate1 * self.attn(self.attn_norm(x) * (1 + scale1) + shift1, key_mask, attn_mask, position_ids)
         return x + gate2 * self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)
 
 
@@ -161,6 +168,8 @@ class DiffusionTransformer(nn.Module):
         t: torch.Tensor | None = None,
         output_mask: torch.Tensor | None = None,
         output_index: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits for `input_ids` [B, T].
 
@@ -170,19 +179,27 @@ class DiffusionTransformer(nn.Module):
         [N, V] in row-major order of the True entries: the loss needs logits at masked positions only.
         output_index: int64 [N] flat positions into B*T, the same selection as `output_mask` given as
         `output_mask.flatten().nonzero()`; unlike a bool mask it keeps torch.compile graphs whole.
+        attn_mask: bool [T, T] shared by the batch, True where query i may attend key j (combined with
+        `attention_mask` and `causal`); None: every query sees every (real) key. A structured mask takes SDPA
+        with a dense boolean mask on every device.
+        position_ids: int64 [T], the rotary position of each input position (default 0..T-1), each below
+        `context_length`; lets one input hold two views of a sequence at the same positions.
         The `<mask>` logit is always -inf so it can never be predicted or sampled.
         """
         x = self.embed(input_ids)
         if not self.cfg.residual_in_fp32 and torch.is_autocast_enabled(x.device.type):
             x = x.to(torch.get_autocast_dtype(x.device.type))  # the blocks keep whatever dtype they are given
         key_mask = attention_mask[:, None, None, :] if attention_mask is not None else None
+        if attn_mask is not None and key_mask is not None:
+            # fold the padding into the structured mask once here, not in every layer: [B, 1, T, T]
+            attn_mask, key_mask = attn_mask & key_mask, None
         cond = None
         if self.time_embed is not None:
             if t is None:
                 raise ValueError("time_conditioning='adaln' needs the diffusion time t")
             cond = self.time_embed(t).to(x.dtype)
         for block in self.blocks:
-            x = block(x, key_mask, cond)
+            x = block(x, key_mask, cond, attn_mask, position_ids)
         x = self.norm(x)
         if output_mask is not None:
             x = x[output_mask]

@@ -67,32 +67,41 @@ def training_attention_path(kernels: KernelPolicy, shape: tuple[int, int, int, i
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool = False,
-              key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
+              key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH,
+              attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """softmax(q k^T / sqrt(D)) v per head, for q, k, v [B, T, H, D] (strided views welcome).
 
     key_mask: bool, broadcastable to [B, H, T, T] (in practice [B, 1, 1, T]), False where a key is padding.
     causal: queries attend to keys at or before their position (combined with key_mask when both are given).
+    attn_mask: bool [T, T] shared by the batch and heads, True where query i may attend key j (a structured
+    mask such as block diffusion's); combined with key_mask and causal. It always takes SDPA with a dense
+    boolean mask. On GPUs, FlexAttention with a block mask (skipping fully masked tiles) is the fast path
+    still to add for it; it is not built.
     Returns [B, T, H, D].
     """
+    if attn_mask is not None:
+        mask = attn_mask if key_mask is None else attn_mask & key_mask  # [T, T] or [B, 1, T, T]
+        return attention_reference(q, k, v, causal, mask)
     if fa4_backward_enabled(q, key_mask, kernels):
         return torch.ops.diffusionlm.attention_cudnn_fa4(q, k, v, causal)[0]
     return attention_reference(q, k, v, causal, key_mask)
 
 
 def rotary_attention(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, causal: bool = False,
-                     key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH) -> torch.Tensor:
+                     key_mask: torch.Tensor | None = None, kernels: KernelPolicy = PYTORCH,
+                     attn_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Rotary embedding of q and k (`ops.rotary_qkv`), then `attention`, for a projection viewed as
-    [B, T, 3, H, D]; returns [B, T, H, D].
+    [B, T, 3, H, D]; returns [B, T, H, D]. `attn_mask` (bool [T, T], True = may attend) is `attention`'s.
 
     On the FlashAttention-4 path (with Triton), the backward has FlashAttention-4 write the three gradients
     straight into the projection's gradient and rotates its q and k parts back in place: one pass less over
     that gradient than rotating separate gradients into it.
     """
     q_view = qkv.select(2, 0)
-    if fa4_backward_enabled(q_view, key_mask, kernels) and kernels.uses_triton(qkv):
+    if attn_mask is None and fa4_backward_enabled(q_view, key_mask, kernels) and kernels.uses_triton(qkv):
         return _RotaryAttention.apply(qkv, cos, sin, causal)
     q, k, v = rotary_qkv(qkv, cos, sin, kernels)
-    return attention(q, k, v, causal=causal, key_mask=key_mask, kernels=kernels)
+    return attention(q, k, v, causal=causal, key_mask=key_mask, kernels=kernels, attn_mask=attn_mask)
 
 
 class _RotaryAttention(torch.autograd.Function):

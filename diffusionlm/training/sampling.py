@@ -17,8 +17,9 @@ def write_samples(model: nn.Module, tokenizer: Any, cfg: Config, device: torch.d
                   path: Path) -> list[str]:
     """Generate `training.num_samples` unprompted samples with the run's inference settings (steps:
     `training.sample_steps`), write them to `path` and return them. The length is capped at the model's context
-    (a training config need not fit its inference settings to the model). `device` is where the model is."""
-    if cfg.training.num_samples < 1:
+    (a training config need not fit its inference settings to the model). `device` is where the model is. Runs
+    of an objective the masked-diffusion sampler does not fit (AR, block diffusion) get none."""
+    if cfg.training.num_samples < 1 or not cfg.objective.masked_diffusion_sampling:
         return []
     length = min(cfg.inference.total_length, cfg.model.context_length)
     settings = SamplerSettings.from_config(cfg.inference, steps=cfg.training.sample_steps)

@@ -170,3 +170,27 @@ def test_rms_norm_is_fp32_math_rounded_once() -> None:
     out = norm(x)
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out, expected.bfloat16(), atol=0, rtol=0)
+
+
+def test_attn_mask_and_position_ids_default_to_the_plain_forward() -> None:
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg()).eval()
+    x = torch.randint(5, 97, (2, 16))
+    full = torch.ones(16, 16, dtype=torch.bool)
+    torch.testing.assert_close(model(x, attn_mask=full, position_ids=torch.arange(16)), model(x))
+
+
+def test_two_copies_at_the_same_positions_behind_a_block_diagonal_mask_match_one() -> None:
+    # two halves of one input, each attending only to itself, both at positions 0..T-1: each half's logits are
+    # those of a forward on that half alone (the input may exceed context_length when positions are given)
+    torch.manual_seed(0)
+    model = DiffusionTransformer(tiny_cfg()).eval()
+    a, b = torch.randint(5, 97, (2, 1, 32))
+    real = torch.ones(1, 32, dtype=torch.bool)
+    real[0, -3:] = False  # with padding, folded into the structured mask
+    halves = torch.zeros(64, 64, dtype=torch.bool)
+    halves[:32, :32] = halves[32:, 32:] = True
+    both = model(torch.cat([a, b], dim=1), attention_mask=torch.cat([real, real], dim=1), attn_mask=halves,
+                 position_ids=torch.arange(32).repeat(2))
+    torch.testing.assert_close(both[:, :32][real], model(a, attention_mask=real)[real], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[:, 32:][real], model(b, attention_mask=real)[real], atol=1e-5, rtol=1e-5)

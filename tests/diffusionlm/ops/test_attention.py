@@ -185,3 +185,24 @@ def test_rotary_attention_fa4_backward_writes_the_projection_gradient(causal):
     grad = torch.randn(B, T, H, D, device="cuda", dtype=torch.bfloat16, generator=g)
     fn = torch.compile(ops.rotary_attention, fullgraph=True)
     _assert_fa4_path_matches_sdpa(qkv, grad, lambda kernels: fn(qkv, cos, sin, causal=causal, kernels=kernels))
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_structured_attn_mask_matches_the_formula_and_combines_with_padding(padded):
+    q, k, v = qkv_views()
+    B, T = q.shape[:2]
+    g = torch.Generator().manual_seed(1)
+    attn_mask = torch.rand(T, T, generator=g) < 0.5
+    attn_mask |= torch.eye(T, dtype=torch.bool)  # every query keeps a key
+    real = torch.ones(B, T, dtype=torch.bool)
+    if padded:
+        real[0, -4:] = False
+        attn_mask[:, :2] = True  # every query keeps a real key, padding included
+    key_mask = real[:, None, None, :] if padded else None
+    allowed = attn_mask.expand(B, 1, T, T) & real[:, None, None, :]
+    y = ops.attention(q, k, v, key_mask=key_mask, attn_mask=attn_mask)
+    torch.testing.assert_close(y.double(), attention_by_formula(q, k, v, allowed), atol=1e-5, rtol=1e-5)
+    # rotary_attention hands the mask through
+    qkv = torch.stack([q, k, v], dim=2)
+    cos, sin = torch.ones(T, 1, q.shape[-1] // 2), torch.zeros(T, 1, q.shape[-1] // 2)  # the identity rotation
+    torch.testing.assert_close(ops.rotary_attention(qkv, cos, sin, key_mask=key_mask, attn_mask=attn_mask), y)
