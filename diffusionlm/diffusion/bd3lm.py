@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from config.model import ModelConfig
 from config.objective import BD3LMConfig
 from diffusionlm.diffusion.block_mask import block_mask
+from diffusionlm.diffusion.mdlm import weighted_ce_loss
 from diffusionlm.diffusion.noise import sample_times
 from diffusionlm.diffusion.schedules import NoiseSchedule, get_schedule
 from diffusionlm.ops import KernelPolicy
@@ -97,21 +97,7 @@ class BD3LMObjective:
                        attn_mask=block_mask(L, self.block_size, x0.device), position_ids=positions)  # [N, V]
         targets = x0[masked]
         weights = self.schedule.weight(self.per_token(t))[masked]
-        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # fp32 log-softmax
-        if normalizer is None:
-            real = attention_mask if attention_mask is not None else torch.ones_like(masked)
-            normalizer = real.sum().clamp_min(1)
-        loss = (weights * ce).sum() / normalizer
-        with torch.no_grad():
-            n_masked = masked.sum()
-            denom = n_masked.clamp_min(1)
-            metrics = {
-                "masked_ce": ce.sum() / denom,
-                "masked_acc": (logits.argmax(-1) == targets).sum() / denom,
-                "mask_fraction": n_masked / normalizer,
-                "num_masked": n_masked,
-            }
-        return loss, metrics
+        return weighted_ce_loss(logits, targets, weights, masked, attention_mask, normalizer)
 
 
 def build_bd3lm(cfg: BD3LMConfig, model_cfg: ModelConfig) -> BD3LMObjective:

@@ -83,24 +83,34 @@ class MDLMObjective:
             logits = model(xt, attention_mask=attention_mask, t=t)
             logits, targets = logits.flatten(0, 1), x0.flatten()
             weights = (self.schedule.weight(t)[:, None] * masked).flatten()
-        ce = F.cross_entropy(logits.float(), targets, reduction="none")  # fp32 log-softmax
-        if normalizer is None:
-            real = attention_mask if attention_mask is not None else torch.ones_like(masked)
-            normalizer = real.sum().clamp_min(1)
-        loss = (weights * ce).sum() / normalizer
-        with torch.no_grad():
-            n_masked = masked.sum()
-            counted = masked.flatten() if not self.masked_only_logits else torch.ones_like(ce, dtype=torch.bool)
-            masked_ce = (ce * counted).sum() / n_masked.clamp_min(1)
-            correct = ((logits.argmax(-1) == targets) & counted).sum()
-            metrics = {
-                "masked_ce": masked_ce,
-                "masked_acc": correct / n_masked.clamp_min(1),
-                "mask_fraction": n_masked / normalizer if isinstance(normalizer, torch.Tensor)
-                else n_masked / float(normalizer),
-                "num_masked": n_masked,
-            }
-        return loss, metrics
+        counted = None if self.masked_only_logits else masked.flatten()
+        return weighted_ce_loss(logits, targets, weights, masked, attention_mask, normalizer, counted)
+
+
+def weighted_ce_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, masked: torch.Tensor,
+                     attention_mask: torch.Tensor | None, normalizer: torch.Tensor | float | None,
+                     counted: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The masked-diffusion ELBO loss from scored rows, shared by the objectives that weight each masked token's
+    cross-entropy: sum(weights * CE) / normalizer (the real-token count when None), and the statistics over the
+    masked tokens. `counted` marks which scored rows are masked tokens when all positions were scored (None: the
+    rows are exactly the masked tokens)."""
+    ce = F.cross_entropy(logits.float(), targets, reduction="none")  # fp32 log-softmax
+    if normalizer is None:
+        real = attention_mask if attention_mask is not None else torch.ones_like(masked)
+        normalizer = real.sum().clamp_min(1)
+    loss = (weights * ce).sum() / normalizer
+    with torch.no_grad():
+        n_masked = masked.sum()
+        hits = logits.argmax(-1) == targets
+        if counted is not None:
+            ce, hits = ce * counted, hits & counted
+        metrics = {
+            "masked_ce": ce.sum() / n_masked.clamp_min(1),
+            "masked_acc": hits.sum() / n_masked.clamp_min(1),
+            "mask_fraction": n_masked / normalizer,
+            "num_masked": n_masked,
+        }
+    return loss, metrics
 
 
 def build_mdlm(cfg: MDLMConfig, model_cfg: ModelConfig) -> MDLMObjective:

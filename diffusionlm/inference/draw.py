@@ -15,6 +15,7 @@ import torch
 from diffusionlm.inference.categorical import forbid, sample_tokens
 from diffusionlm.inference.settings import SamplerSettings
 from diffusionlm.inference.streams import TOKENS, RowStreams
+from diffusionlm.ops import csrc
 from diffusionlm.ops.policy import KernelPolicy
 
 _BLOCK_V = 1024
@@ -42,8 +43,6 @@ class Drawer:
             return _draw_triton(logits, self.streams, positions, step, s.temperature, self.forbidden)
         keys = self.streams.bases(step, TOKENS, positions)
         if self.compiled:
-            from diffusionlm.ops import csrc
-
             return csrc.draw(logits, keys[0], keys[1], s.temperature, *self.forbidden)
         full = forbid(logits, self.forbidden_ids)
         uniforms = self.streams.from_bases(keys, logits.shape[-1]) if s.temperature > 0 else None
